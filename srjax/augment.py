@@ -1,0 +1,106 @@
+"""Weak and strong augmentations for stage 3, in JAX, on [B, H, W, S] stacks in [0, 1].
+
+Every transform draws its parameters once per sample and applies them to all S
+slices of the stack alike, so the 2.5D context stays consistent. Per-sample keys
+are split from one key, so the result does not depend on how the batch is sharded.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# The dihedral group of the square: identity, rotations by 90/180/270 degrees,
+# horizontal, vertical, diagonal and anti-diagonal flips.
+_DIHEDRAL = (
+    lambda x: x,
+    lambda x: jnp.rot90(x, 1, axes=(0, 1)),
+    lambda x: jnp.rot90(x, 2, axes=(0, 1)),
+    lambda x: jnp.rot90(x, 3, axes=(0, 1)),
+    lambda x: x[:, ::-1],
+    lambda x: x[::-1, :],
+    lambda x: jnp.swapaxes(x, 0, 1),
+    lambda x: jnp.rot90(x, 2, axes=(0, 1)).swapaxes(0, 1),
+)
+
+
+def dihedral(x, index):
+    """One of the 8 symmetries of the square applied to an [H, W, ...] array (H == W)."""
+    return jax.lax.switch(index, _DIHEDRAL, x)
+
+
+def weak(key, batch):
+    """A random rotation/flip per sample (teacher input)."""
+    indices = jax.random.randint(key, (batch.shape[0],), 0, len(_DIHEDRAL))
+    return jax.vmap(dihedral)(batch, indices)
+
+
+def gamma(key, x, low=0.8, high=1.2):
+    return jnp.clip(x, 0.0, 1.0) ** jax.random.uniform(key, (), minval=low, maxval=high)
+
+
+def brightness_contrast(key, x, limit=0.2):
+    """Albumentations' RandomBrightnessContrast: x * (1 + c) + b."""
+    c, b = jax.random.uniform(key, (2,), minval=-limit, maxval=limit)
+    return x * (1.0 + c) + b
+
+
+def intensity_jitter(key, x, limit=0.2):
+    """ColorJitter on a grey stack: scale brightness, then blend with the mean for contrast."""
+    scale, blend = jax.random.uniform(key, (2,), minval=1.0 - limit, maxval=1.0 + limit)
+    x = x * scale
+    return (x - x.mean()) * blend + x.mean()
+
+
+def clahe(x, clip_limit: float = 4.0, grid: int = 4, bins: int = 64):
+    """Contrast-limited adaptive histogram equalisation of an [H, W, S] stack in [0, 1].
+
+    One lookup table per tile from the pooled histogram of all S slices in it
+    (OpenCV's clip rule: clip_limit times the mean count per bin), bilinearly
+    blended between tile centres, applied to every slice alike. H and W must be
+    multiples of ``grid``.
+    """
+    h, w, s = x.shape
+    th, tw = h // grid, w // grid
+    index = jnp.clip((x * bins).astype(jnp.int32), 0, bins - 1)
+    tile_of_row = jnp.arange(h) // th
+    tile_of_col = jnp.arange(w) // tw
+    flat = (tile_of_row[:, None, None] * grid + tile_of_col[None, :, None]) * bins + index
+    hist = jnp.zeros(grid * grid * bins).at[flat.ravel()].add(1.0).reshape(grid, grid, bins)
+    limit = clip_limit * th * tw * s / bins
+    excess = jnp.maximum(hist - limit, 0.0).sum(-1, keepdims=True)
+    hist = jnp.minimum(hist, limit) + excess / bins
+    lut = jnp.cumsum(hist, -1) / hist.sum(-1, keepdims=True)
+
+    def neighbours(size, tile, count):
+        pos = (jnp.arange(size) + 0.5) / tile - 0.5
+        low = jnp.floor(pos)
+        frac = pos - low
+        return jnp.clip(low, 0, count - 1).astype(jnp.int32), jnp.clip(low + 1, 0, count - 1).astype(jnp.int32), frac
+
+    y0, y1, fy = neighbours(h, th, grid)
+    x0, x1, fx = neighbours(w, tw, grid)
+    y0, y1, fy = y0[:, None, None], y1[:, None, None], fy[:, None, None]
+    x0, x1, fx = x0[None, :, None], x1[None, :, None], fx[None, :, None]
+    top = (1 - fx) * lut[y0, x0, index] + fx * lut[y0, x1, index]
+    bottom = (1 - fx) * lut[y1, x0, index] + fx * lut[y1, x1, index]
+    return (1 - fy) * top + fy * bottom
+
+
+def _maybe(key, p, fn, x):
+    apply_key, fn_key = jax.random.split(key)
+    return jnp.where(jax.random.uniform(apply_key) < p, fn(fn_key, x), x)
+
+
+def strong_one(key, x, p: float = 0.5):
+    """Photometric augmentation of one [H, W, S] stack: each transform with probability p."""
+    keys = jax.random.split(key, 4)
+    x = _maybe(keys[0], p, gamma, x)
+    x = jnp.clip(_maybe(keys[1], p, brightness_contrast, x), 0.0, 1.0)
+    x = jnp.clip(_maybe(keys[2], p, intensity_jitter, x), 0.0, 1.0)
+    return _maybe(keys[3], p, lambda _, v: clahe(v), x)
+
+
+def strong(key, batch, p: float = 0.5):
+    """Strong photometric augmentation per sample (student input, on top of the weak one)."""
+    return jax.vmap(strong_one, in_axes=(0, 0, None))(jax.random.split(key, batch.shape[0]), batch, p)

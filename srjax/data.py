@@ -1,0 +1,81 @@
+"""Grain datasets of random 2.5D crops: S adjacent slices as channels, target the middle one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import numpy as np
+
+from srjax.config import DataConfig
+from srjax.errors import SrjaxError
+
+
+def context_indices(z: int, num_slices: int, depth: int) -> np.ndarray:
+    """The ``num_slices`` slice indices centred on ``z``, reflected at the volume's ends."""
+    radius = num_slices // 2
+    index = z + np.arange(-radius, radius + 1)
+    index = np.abs(index)
+    index = np.where(index >= depth, 2 * (depth - 1) - index, index)
+    return np.clip(index, 0, depth - 1)
+
+
+def normalise(values, low: float, high: float) -> np.ndarray:
+    """Scale voxel values to [0, 1] using the volume's range."""
+    return np.clip((np.asarray(values, np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def read_stack(volume, z: int, num_slices: int, rows: slice, cols: slice, low: float, high: float) -> np.ndarray:
+    """[h, w, S] float32 stack around slice ``z``, normalised."""
+    index = context_indices(z, num_slices, volume.shape[0])
+    return np.stack([normalise(volume[i, rows, cols], low, high) for i in index], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CropSampler(grain.transforms.RandomMap):
+    """Slice index -> a random square crop of its stack (and of its labels, if given)."""
+
+    volume: object
+    labels: object
+    num_slices: int
+    crop: int
+    low: float
+    high: float
+
+    def random_map(self, z, rng: np.random.Generator):
+        _, h, w = self.volume.shape
+        y0 = int(rng.integers(0, h - self.crop + 1))
+        x0 = int(rng.integers(0, w - self.crop + 1))
+        rows, cols = slice(y0, y0 + self.crop), slice(x0, x0 + self.crop)
+        item = {"image": read_stack(self.volume, int(z), self.num_slices, rows, cols, self.low, self.high)}
+        if self.labels is not None:
+            item["label"] = np.asarray(self.labels[int(z), rows, cols], np.int32)
+        return item
+
+
+def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, epochs: int, seed: int):
+    """A batched grain MapDataset: each epoch visits every slice once in a shuffled order."""
+    depth, h, w = volume.shape
+    if config.crop > min(h, w):
+        raise SrjaxError(f"data.crop={config.crop} is larger than the volume's {h}x{w} slices; lower data.crop")
+    if config.slices < 1 or config.slices % 2 == 0:
+        raise SrjaxError(f"data.slices={config.slices} must be a positive odd number (the target is the middle slice)")
+    if epochs * depth < config.batch_size:
+        raise SrjaxError(
+            f"{epochs} epoch(s) of {depth} slices give fewer crops than one batch of {config.batch_size}; "
+            "raise the epochs or lower data.batch_size"
+        )
+    sampler = CropSampler(volume, labels, config.slices, config.crop, low, high)
+    return (
+        grain.MapDataset.range(depth)
+        .shuffle(seed=seed)
+        .repeat(epochs)
+        .random_map(sampler, seed=seed)
+        .batch(config.batch_size, drop_remainder=True)
+    )
+
+
+def iterate(dataset, read_threads: int):
+    """A checkpointable iterator over ``dataset`` reading crops on ``read_threads`` threads."""
+    options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)
+    return iter(dataset.to_iter_dataset(options))

@@ -1,0 +1,43 @@
+"""U-Net, with or without skip connections.
+
+Without skips it is an encoder-decoder: nothing of the encoder reaches the decoder
+except through the bottleneck, which the paper found best for learning from noisy
+pseudo labels.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from srjax.models.blocks import ConvBlock, pad_to_multiple
+
+WIDTHS = {
+    "tiny": (4, 8),
+    "cpu": (16, 32, 64),
+    "paper": (32, 64, 128, 288),
+}
+
+
+class UNet(nn.Module):
+    num_classes: int
+    widths: tuple[int, ...]
+    skip: bool = True
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x, (h, w) = pad_to_multiple(x, 2 ** (len(self.widths) - 1))
+        features = []
+        for width in self.widths[:-1]:
+            x = ConvBlock(width, self.dropout)(x, train)
+            features.append(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = ConvBlock(self.widths[-1], self.dropout)(x, train)
+        for width, encoded in zip(reversed(self.widths[:-1]), reversed(features)):
+            x = nn.ConvTranspose(width, (2, 2), strides=(2, 2))(x)
+            if self.skip:
+                x = jnp.concatenate([x, encoded], axis=-1)
+            x = ConvBlock(width, self.dropout)(x, train)
+        x = nn.Conv(self.num_classes, (1, 1))(x)
+        return x[:, :h, :w]

@@ -1,0 +1,205 @@
+"""The three stages end to end in one output directory, resumable at any point.
+
+Layout of ``out``:
+  config.json            the resolved config of the run
+  stage1.json            voxel range and class means of the pseudo labels
+  pseudo_labels.npy      stage 1 labels
+  checkpoints/stage2/    orbax checkpoints (state + data iterator + loss history)
+  checkpoints/stage3/
+  stage2_labels.npy      stage-2 model prediction
+  labels.npy             stage-3 (teacher) prediction
+  confidence.npy         teacher's max class probability per voxel
+  history.json           per-step losses of stages 2 and 3
+  metrics.json           scores (when ground truth is given), timings, class means
+  panel.png              slice | pseudo | stage 2 | stage 3 | truth
+
+Every file appears under its name only once complete; a rerun of the same command
+skips what is done and resumes training from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from srjax import data, pseudo, report, train
+from srjax.config import Config, to_dict
+from srjax.errors import SrjaxError
+from srjax.io import atomic_path, check_volume, npy_writer
+from srjax.losses import pixel_loss
+from srjax.metrics import confusion, score
+from srjax.models import build_model
+from srjax.predict import predict_volume
+
+
+def write_json(path: Path, payload) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _claim_directory(out: Path, config: Config) -> None:
+    """Create ``out`` for this config, or accept it if it holds a run of the same config."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    if path.exists():
+        if json.loads(path.read_text()) != to_dict(config):
+            raise SrjaxError(f"{out} holds a run with a different config; pass a new --out or delete {out}")
+    else:
+        write_json(path, to_dict(config))
+
+
+def _check_inputs(volume, truth, config: Config, mesh, volume_name: str, truth_name: str) -> None:
+    check_volume(volume, volume_name)
+    if truth is not None:
+        check_volume(truth, truth_name)
+        if tuple(truth.shape) != tuple(volume.shape):
+            raise SrjaxError(f"{truth_name} has shape {tuple(truth.shape)} but the volume is {tuple(volume.shape)}")
+        if np.dtype(truth.dtype).kind not in "ui":
+            raise SrjaxError(f"{truth_name} has dtype {truth.dtype}; ground-truth labels must be integers")
+    if config.data.batch_size % mesh.devices.size:
+        raise SrjaxError(
+            f"data.batch_size={config.data.batch_size} is not a multiple of the {mesh.devices.size} devices; change it"
+        )
+    build_model(config.model.name, config.pseudo.classes, config.model.width)
+    pixel_loss(config.loss)
+    for stage in (config.stage2, config.stage3):
+        if stage.epochs < 1:
+            raise SrjaxError("stage2.epochs and stage3.epochs must be at least 1")
+
+
+def _stage1(volume, out: Path, config: Config, volume_name: str, progress: bool) -> dict:
+    info_path, labels_path = out / "stage1.json", out / "pseudo_labels.npy"
+    if info_path.exists() and labels_path.exists():
+        return json.loads(info_path.read_text())
+    low, high = pseudo.value_range(volume, volume_name, progress)
+    hist = pseudo.histogram(volume, low, high, progress=progress)
+    clustering = pseudo.cluster(hist, config.pseudo.classes, config.pseudo.method, config.seed, volume_name)
+    with npy_writer(labels_path, volume.shape, np.uint8) as labels:
+        pseudo.label_volume(volume, clustering, labels, progress)
+    info = {"low": low, "high": high, "method": config.pseudo.method, "means": clustering.means.tolist()}
+    write_json(info_path, info)
+    return info
+
+
+def run_pipeline(
+    volume,
+    out: str | Path,
+    config: Config,
+    truth=None,
+    devices=None,
+    progress: bool = True,
+    volume_name: str = "volume",
+    truth_name: str = "truth",
+) -> dict:
+    """Segment ``volume`` into ``out``; returns the metrics that were written to metrics.json."""
+    out = Path(out)
+    mesh = train.make_mesh(devices)
+    _check_inputs(volume, truth, config, mesh, volume_name, truth_name)
+    _claim_directory(out, config)
+    timings = {}
+
+    start = time.perf_counter()
+    stage1 = _stage1(volume, out, config, volume_name, progress)
+    timings["stage1"] = time.perf_counter() - start
+    low, high = stage1["low"], stage1["high"]
+    pseudo_labels = np.load(out / "pseudo_labels.npy", mmap_mode="r")
+
+    classes, dc = config.pseudo.classes, config.data
+    model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
+    loss_fn = pixel_loss(config.loss)
+    params = train.init_params(model, dc.slices, dc.crop, config.seed)
+    common = dict(seed=config.seed, checkpoint_every=config.checkpoint_every, read_threads=dc.read_threads)
+
+    start = time.perf_counter()
+    optimizer = optax.adam(config.stage2.learning_rate)
+    state = train.FitState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state=optimizer.init(params))
+    dataset = data.crop_dataset(volume, pseudo_labels, dc, low, high, config.stage2.epochs, config.seed)
+    state2, history2 = train.train(
+        "stage 2",
+        train.bind_fit_step(model, optimizer, loss_fn),
+        state,
+        dataset,
+        mesh,
+        out / "checkpoints" / "stage2",
+        progress=progress,
+        **common,
+    )
+    timings["stage2"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    # Stage 3 starts from the stage-2 checkpoint on disk, not from memory.
+    stage2_params = train.restore_state(out / "checkpoints" / "stage2", state2, mesh)[0].params
+    optimizer = optax.adam(config.stage3.learning_rate)
+    state = train.CorrectState(
+        step=jax.numpy.zeros((), jax.numpy.int32),
+        params=stage2_params,
+        opt_state=optimizer.init(stage2_params),
+        teacher=jax.tree.map(jax.numpy.copy, stage2_params),  # own buffers: the step donates both
+    )
+    dataset = data.crop_dataset(volume, None, dc, low, high, config.stage3.epochs, config.seed + 1)
+    state3, history3 = train.train(
+        "stage 3",
+        train.bind_correct_step(model, optimizer, loss_fn, config.stage3.confidence, config.stage3.ema),
+        state,
+        dataset,
+        mesh,
+        out / "checkpoints" / "stage3",
+        progress=progress,
+        **common,
+    )
+    timings["stage3"] = time.perf_counter() - start
+    write_json(out / "history.json", {"stage2": history2, "stage3": history3})
+
+    start = time.perf_counter()
+    predict = dict(
+        model=model, volume=volume, low=low, high=high, num_slices=dc.slices,
+        batch_size=config.predict_batch, mesh=mesh, progress=progress,
+    )
+    with npy_writer(out / "stage2_labels.npy", volume.shape, np.uint8) as labels:
+        predict_volume(params=state2.params, labels_out=labels, desc="predict stage 2", **predict)
+    with (
+        npy_writer(out / "labels.npy", volume.shape, np.uint8) as labels,
+        npy_writer(out / "confidence.npy", volume.shape, np.float32) as conf,
+    ):
+        predict_volume(params=state3.teacher, labels_out=labels, confidence_out=conf, desc="predict stage 3", **predict)
+    timings["predict"] = time.perf_counter() - start
+
+    predictions = {
+        "pseudo": pseudo_labels,
+        "stage2": np.load(out / "stage2_labels.npy", mmap_mode="r"),
+        "stage3": np.load(out / "labels.npy", mmap_mode="r"),
+    }
+    metrics = {
+        "classes": classes,
+        "stage1_means": stage1["means"],
+        "devices": int(mesh.devices.size),
+        "final_loss": {"stage2": history2[-1]["loss"], "stage3": history3[-1]["loss"]},
+        "mean_confidence": float(np.mean(np.load(out / "confidence.npy", mmap_mode="r"))),
+        "seconds": timings,
+    }
+    z = volume.shape[0] // 2
+    columns = {key: np.asarray(pred[z]) for key, pred in predictions.items()}
+    num_colours = classes
+    if truth is not None:
+        num_true = int(max(np.max(truth[i]) for i in range(truth.shape[0]))) + 1
+        metrics["scoring"] = "pixel accuracy and mIoU exclude background class 0; predicted ids are matched to true classes by maximum overlap, one-to-one unless K exceeds the true class count, then many-to-one"
+        for key, pred in predictions.items():
+            metrics[key] = score(confusion(pred, truth, classes, num_true))
+            columns[key] = np.asarray(metrics[key]["mapping"])[columns[key]]
+        columns["truth"] = np.asarray(truth[z])
+        num_colours = num_true
+    titles = {"pseudo": "pseudo label", "stage2": "stage 2", "stage3": "stage 3", "truth": "ground truth"}
+    report.panel(
+        out / "panel.png",
+        data.normalise(volume[z], low, high),
+        [(titles[key], labels) for key, labels in columns.items()],
+        num_colours,
+        f"slice {z}" + (" (predictions matched to true classes by maximum overlap)" if truth is not None else ""),
+    )
+    write_json(out / "metrics.json", metrics)
+    return metrics

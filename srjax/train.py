@@ -1,0 +1,199 @@
+"""Stage 2 (fit to pseudo labels) and stage 3 (teacher-student self-correction).
+
+Both steps are pure functions ``(state, batch, rng) -> (state, metrics)``, jitted once
+over a data-parallel mesh: the batch is split on the ``data`` axis, parameters and
+optimizer state are replicated, and the old state's buffers are donated. The step's
+randomness is ``fold_in(rng, state.step)``, so a resumed run draws what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from srjax import augment, data
+from srjax.losses import masked_mean
+
+
+class FitState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+class CorrectState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any  # the student
+    opt_state: Any
+    teacher: Any
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D ``data`` mesh over all devices (of every host)."""
+    devices = list(devices or jax.devices())
+    # Auto axes: with explicit ones, grads through batch-sharded CE raise sharding errors.
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh):
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh):
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def init_params(model, num_slices: int, crop: int, seed: int):
+    sample = jnp.zeros((1, crop, crop, num_slices), jnp.float32)
+    return model.init(jax.random.key(seed), sample, train=False)["params"]
+
+
+def ema_update(teacher, student, decay: float):
+    """teacher <- decay * teacher + (1 - decay) * student, leaf by leaf."""
+    return jax.tree.map(lambda t, s: decay * t + (1.0 - decay) * s, teacher, student)
+
+
+def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn):
+    """One supervised step on pseudo labels."""
+    dropout_key = jax.random.fold_in(rng, state.step)
+
+    def objective(params):
+        logits = model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": dropout_key})
+        return loss_fn(logits, batch["label"]).mean()
+
+    loss, grads = jax.value_and_grad(objective)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
+
+
+def correct_step(state: CorrectState, batch, rng, *, model, optimizer, loss_fn, confidence: float, ema: float):
+    """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong one."""
+    weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
+    weak = augment.weak(weak_key, batch["image"])
+    strong = augment.strong(strong_key, weak)
+    probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
+    target = probs.argmax(-1)
+    keep = probs.max(-1) > confidence
+
+    def objective(params):
+        logits = model.apply({"params": params}, strong, train=True, rngs={"dropout": dropout_key})
+        return masked_mean(loss_fn(logits, target), keep)
+
+    loss, grads = jax.value_and_grad(objective)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, ema)
+    )
+    return new_state, {"loss": loss, "kept": keep.mean()}
+
+
+def compile_step(step_fn: Callable, mesh):
+    """Jit a bound step once: state replicated (and donated), batch split on ``data``."""
+    repl = replicated(mesh)
+    return jax.jit(
+        step_fn,
+        in_shardings=(repl, batch_sharded(mesh), repl),
+        out_shardings=(repl, repl),
+        donate_argnums=0,
+    )
+
+
+def _put_batch(batch, mesh):
+    sharding = batch_sharded(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def checkpoint_manager(directory: Path):
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def _abstract(state, mesh):
+    repl = replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+
+
+def restore_state(directory: Path, like, mesh, step: int | None = None):
+    """The state (and the saved data/history record) of a checkpoint directory's latest step."""
+    manager = checkpoint_manager(directory)
+    step = manager.latest_step() if step is None else step
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like, mesh)), record=ocp.args.JsonRestore()),
+    )
+    return restored["state"], restored["record"]
+
+
+def latest_step(directory: Path) -> int | None:
+    return checkpoint_manager(directory).latest_step() if Path(directory).exists() else None
+
+
+def train(
+    name: str,
+    step_fn: Callable,
+    state,
+    dataset,
+    mesh,
+    checkpoint_dir: Path,
+    *,
+    seed: int,
+    checkpoint_every: int,
+    read_threads: int,
+    progress: bool = True,
+):
+    """Run ``step_fn`` over ``dataset``; resume from the latest checkpoint if there is one.
+
+    Returns the final state and the per-step metric history (of all runs, resumed or not).
+    """
+    total = len(dataset)
+    iterator = data.iterate(dataset, read_threads)
+    history: list[dict] = []
+    manager = checkpoint_manager(checkpoint_dir)
+    start = manager.latest_step() or 0
+    if start:
+        state, record = restore_state(checkpoint_dir, state, mesh, start)
+        iterator.set_state(record["iterator"])
+        history = record["history"]
+    state = jax.device_put(state, replicated(mesh))
+    step = compile_step(step_fn, mesh)
+    rng = jax.device_put(jax.random.key(seed), replicated(mesh))
+    bar = tqdm(total=total, initial=start, desc=name, unit="step", disable=not progress)
+    pending = []
+    for index in range(start, total):
+        state, metrics = step(state, _put_batch(next(iterator), mesh), rng)
+        pending.append(metrics)
+        done = index + 1
+        if done % checkpoint_every == 0 or done == total:
+            history += [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+            pending = []
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            record = {"iterator": iterator.get_state(), "history": history}
+            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)))
+        bar.update(1)
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    return state, history
+
+
+def bind_fit_step(model, optimizer, loss_fn):
+    return functools.partial(fit_step, model=model, optimizer=optimizer, loss_fn=loss_fn)
+
+
+def bind_correct_step(model, optimizer, loss_fn, confidence: float, ema: float):
+    return functools.partial(
+        correct_step, model=model, optimizer=optimizer, loss_fn=loss_fn, confidence=confidence, ema=ema
+    )

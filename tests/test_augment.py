@@ -1,0 +1,58 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from srjax import augment
+
+NUMPY_DIHEDRAL = [
+    lambda x: x,
+    lambda x: np.rot90(x, 1),
+    lambda x: np.rot90(x, 2),
+    lambda x: np.rot90(x, 3),
+    lambda x: x[:, ::-1],
+    lambda x: x[::-1, :],
+    lambda x: x.swapaxes(0, 1),
+    lambda x: np.rot90(x, 2).swapaxes(0, 1),
+]
+
+
+def test_dihedral_is_the_eight_symmetries_of_the_square():
+    x = np.arange(4 * 4 * 2, dtype=np.float32).reshape(4, 4, 2)
+    outs = [np.asarray(augment.dihedral(jnp.asarray(x), i)) for i in range(8)]
+    for out, reference in zip(outs, NUMPY_DIHEDRAL):
+        np.testing.assert_array_equal(out, reference(x))
+    assert len({o.tobytes() for o in outs}) == 8
+
+
+def test_weak_applies_one_transform_to_all_slices_of_a_stack():
+    base = np.random.default_rng(0).random((6, 8, 8, 1), np.float32)
+    stack = np.repeat(base, 3, axis=-1)
+    out = np.asarray(augment.weak(jax.random.key(1), jnp.asarray(stack)))
+    for sample in out:
+        assert np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 0], sample[..., 2])
+
+
+def test_strong_is_identical_across_slices_and_stays_in_range():
+    base = np.random.default_rng(0).random((8, 16, 16, 1), np.float32)
+    stack = jnp.asarray(np.repeat(base, 3, axis=-1))
+    out = np.asarray(augment.strong(jax.random.key(2), stack, p=1.0))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-6)
+    assert not np.allclose(out, np.asarray(stack))
+
+
+def test_clahe_with_one_tile_and_no_clipping_is_histogram_equalisation():
+    x = np.random.default_rng(3).random((16, 16, 2), np.float32) ** 2
+    bins = 16
+    out = np.asarray(augment.clahe(jnp.asarray(x), clip_limit=1e9, grid=1, bins=bins))
+    index = np.clip((x * bins).astype(int), 0, bins - 1)
+    cdf = np.cumsum(np.bincount(index.ravel(), minlength=bins)) / x.size
+    np.testing.assert_allclose(out, cdf[index], rtol=1e-6)
+
+
+def test_clahe_clipping_limits_the_slope():
+    x = np.full((16, 16, 1), 0.5, np.float32)
+    x[:2] = 0.9
+    out = np.asarray(augment.clahe(jnp.asarray(x), clip_limit=2.0, grid=1, bins=16))
+    full = np.asarray(augment.clahe(jnp.asarray(x), clip_limit=1e9, grid=1, bins=16))
+    assert out[5, 5, 0] < full[5, 5, 0]

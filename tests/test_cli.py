@@ -1,0 +1,89 @@
+"""The command line end to end, and what it says about bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from srjax.cli import main
+
+
+def _srjax(*args):
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "srjax.cli", *args], env=env, capture_output=True, text=True)
+
+
+def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
+    out = tmp_path / "out"
+    result = _srjax("run", str(tiny_files / "volume.npy"), "--classes", "4", "--out", str(out),
+                    "--config", str(tiny_files / "tiny.json"), "--truth", str(tiny_files / "truth.npy"))
+    assert result.returncode == 0, result.stderr
+    assert "pixel accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for stage in ("pseudo", "stage2", "stage3"):
+        for key in ("pixel_accuracy", "miou"):
+            assert 0.0 <= metrics[stage][key] <= 1.0
+    volume = np.load(tiny_files / "volume.npy")
+    labels, confidence = np.load(out / "labels.npy"), np.load(out / "confidence.npy")
+    assert labels.shape == volume.shape and labels.max() < 4
+    assert confidence.min() >= 0.25 - 1e-6 and confidence.max() <= 1.0
+    assert (out / "panel.png").stat().st_size > 1000
+    assert json.loads((out / "config.json").read_text())["pseudo"]["classes"] == 4
+    assert not list(out.glob(".*partial"))
+
+
+def _bad_input_cases(tmp_path):
+    good = np.random.default_rng(0).random((4, 40, 40)).astype(np.float32)
+    cases = {}
+    cases["missing"] = (tmp_path / "nope.npy", [], "does not exist")
+    np.save(tmp_path / "flat.npy", good[0])
+    cases["2-D"] = (tmp_path / "flat.npy", [], "3-D volume")
+    nan = good.copy()
+    nan[2, 5, 5] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    cases["NaN"] = (tmp_path / "nan.npy", [], "NaN or Inf")
+    inf = good.copy()
+    inf[1, 1, 1] = np.inf
+    tifffile.imwrite(tmp_path / "inf.tif", inf)
+    cases["Inf"] = (tmp_path / "inf.tif", [], "NaN or Inf")
+    np.save(tmp_path / "const.npy", np.ones((4, 40, 40), np.float32))
+    cases["constant"] = (tmp_path / "const.npy", [], "constant")
+    few = (good > 0.5).astype(np.uint8)
+    np.save(tmp_path / "few.npy", few)
+    cases["K too large"] = (tmp_path / "few.npy", [], "distinct values")
+    np.save(tmp_path / "ok.npy", good)
+    cases["unknown key"] = (tmp_path / "ok.npy", ["--set", "stage2.epocs=3"], "unknown config key")
+    cases["unknown model"] = (tmp_path / "ok.npy", ["--set", "model=resnet"], "unet, unet_noskip")
+    np.save(tmp_path / "cplx.npy", good.astype(np.complex64))
+    cases["complex"] = (tmp_path / "cplx.npy", [], "dtype complex64")
+    return cases
+
+
+def test_bad_input_gets_one_line_and_no_output(tmp_path, capsys, tiny_files):
+    for name, (path, extra, message) in _bad_input_cases(tmp_path).items():
+        out = tmp_path / f"out-{name}"
+        code = main(["run", str(path), "--classes", "3", "--out", str(out),
+                     "--config", str(tiny_files / "tiny.json"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, name
+        assert len(err.splitlines()) == 1 and message in err, (name, err)
+        assert not (out / "metrics.json").exists() and not (out / "labels.npy").exists(), name
+
+
+def test_rerun_with_another_config_is_refused(tmp_path, capsys, tiny_files):
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((4, 40, 40)).astype(np.float32))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    code = main(["run", str(tmp_path / "v.npy"), "--classes", "3", "--out", str(tmp_path / "out")])
+    assert code == 2 and "different config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", ["8,48", "a,b,c"])
+def test_phantom_shape_is_checked(shape, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["phantom", "/nonexistent", "--shape", shape])
+    assert exit_info.value.code == 2

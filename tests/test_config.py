@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from srjax import config as cfg
+from srjax.errors import SrjaxError
+
+
+def test_overrides_and_shorthand():
+    c = cfg.apply_overrides(cfg.Config(), ["stage2.epochs=7", "model=unet", "data.crop=128", "seed=3"])
+    assert c.stage2.epochs == 7 and c.model.name == "unet" and c.data.crop == 128 and c.seed == 3
+
+
+@pytest.mark.parametrize("item", ["stage2.epoch=3", "modle=unet", "seed.x=1", "nokey"])
+def test_unknown_keys_are_refused(item):
+    with pytest.raises(SrjaxError, match="unknown config key|not key=value"):
+        cfg.apply_overrides(cfg.Config(), [item])
+
+
+def test_bad_value_type():
+    with pytest.raises(SrjaxError, match="not a valid int"):
+        cfg.apply_overrides(cfg.Config(), ["stage2.epochs=many"])
+
+
+def test_file_round_trip(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict(cfg.tiny_config())))
+    assert cfg.load(path) == cfg.tiny_config()
+    toml = tmp_path / "c.toml"
+    toml.write_text("seed = 5\n[stage3]\nema = 0.9\n")
+    loaded = cfg.load(toml)
+    assert loaded.seed == 5 and loaded.stage3.ema == 0.9
