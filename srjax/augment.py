@@ -52,7 +52,12 @@ def intensity_jitter(key, x, limit=0.2):
     return (x - x.mean()) * blend + x.mean()
 
 
-def clahe(x, clip_limit: float = 4.0, grid: int = 4, bins: int = 64):
+def clahe_grid(size: int) -> int:
+    """Tiles of 64 pixels: Albumentations' default 8x8 grid on the paper's 512-pixel crops."""
+    return max(1, size // 64)
+
+
+def clahe(x, clip_limit: float = 4.0, grid: int = 1, bins: int = 64):
     """Contrast-limited adaptive histogram equalisation of an [H, W, S] stack in [0, 1].
 
     One lookup table per tile from the pooled histogram of all S slices in it
@@ -98,7 +103,12 @@ def strong_one(key, x, p: float = 0.5):
     x = _maybe(keys[0], p, gamma, x)
     x = jnp.clip(_maybe(keys[1], p, brightness_contrast, x), 0.0, 1.0)
     x = jnp.clip(_maybe(keys[2], p, intensity_jitter, x), 0.0, 1.0)
-    return _maybe(keys[3], p, lambda _, v: clahe(v), x)
+    grid = clahe_grid(min(x.shape[:2]))
+
+    def random_clahe(key, v):  # clip limit drawn from [1, 4], as Albumentations' CLAHE does
+        return clahe(v, clip_limit=jax.random.uniform(key, (), minval=1.0, maxval=4.0), grid=grid)
+
+    return _maybe(keys[3], p, random_clahe, x)
 
 
 def strong(key, batch, p: float = 0.5):

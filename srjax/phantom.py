@@ -24,7 +24,6 @@ import numpy as np
 from scipy import ndimage
 
 AIR, BODY, INTERGROWTH, BOUNDARY = 0, 1, 2, 3
-CLASS_NAMES = ("air", "body", "intergrowth", "boundary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +90,7 @@ def _geometry(spec: PhantomSpec) -> _Geometry:
                 centre=centre,
                 normal=normal,
                 along=along,
-                half_thickness=rng.uniform(0.9, 1.5),
+                half_thickness=rng.uniform(1.4, 2.0),
                 radius=rng.uniform(0.15, 0.35) * size,
                 wave_amplitude=rng.uniform(0.5, 2.5),
                 wave_length=rng.uniform(0.2, 0.5) * size,
@@ -104,7 +103,7 @@ def _geometry(spec: PhantomSpec) -> _Geometry:
         twist=rng.uniform(-0.3, 0.3),
         semi_axes=semi_axes,
         drift_direction=direction / np.linalg.norm(direction),
-        drift_offset=rng.uniform(0.12, 0.2) * size,
+        drift_offset=rng.uniform(0.2, 0.26) * size,
         drift_width=0.06 * size,
         ring_radii=rng.uniform(0.05, 0.48, size=ring_count) * size,
         ring_amplitudes=rng.choice([-1.0, 1.0], size=ring_count) * rng.uniform(0.5, 1.0, size=ring_count),

@@ -137,10 +137,6 @@ def restore_state(directory: Path, like, mesh, step: int | None = None):
     return restored["state"], restored["record"]
 
 
-def latest_step(directory: Path) -> int | None:
-    return checkpoint_manager(directory).latest_step() if Path(directory).exists() else None
-
-
 def train(
     name: str,
     step_fn: Callable,

@@ -23,7 +23,8 @@ class ConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         for _ in range(2):
-            x = nn.Conv(self.features, (3, 3))(x)
+            # No bias: GroupNorm cancels it, and Adam would then chase its float-noise gradient.
+            x = nn.Conv(self.features, (3, 3), use_bias=False)(x)
             x = nn.GroupNorm(num_groups=group_count(self.features))(x)
             x = nn.PReLU(negative_slope_init=0.25)(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)
