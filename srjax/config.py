@@ -54,6 +54,7 @@ class Stage3Config:
     learning_rate: float = 1e-3
     confidence: float = 0.5
     ema: float = 0.99
+    strong_probability: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +75,10 @@ def demo_config() -> Config:
     return apply_overrides(
         Config(),
         [
-            "checkpoint_every=50",
+            "checkpoint_every=300",
             "data.crop=64",
             "data.batch_size=8",
             "model.width=cpu",
-            "stage2.epochs=40",
-            "stage3.epochs=40",
         ],
     )
 

@@ -144,7 +144,7 @@ def run_pipeline(
     dataset = data.crop_dataset(volume, None, dc, low, high, config.stage3.epochs, config.seed + 1)
     state3, history3 = train.train(
         "stage 3",
-        train.bind_correct_step(model, optimizer, loss_fn, config.stage3.confidence, config.stage3.ema),
+        train.bind_correct_step(model, optimizer, loss_fn, config.stage3),
         state,
         dataset,
         mesh,

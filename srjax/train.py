@@ -78,11 +78,13 @@ def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
 
 
-def correct_step(state: CorrectState, batch, rng, *, model, optimizer, loss_fn, confidence: float, ema: float):
+def correct_step(
+    state: CorrectState, batch, rng, *, model, optimizer, loss_fn, confidence: float, ema: float, strong_probability: float
+):
     """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong one."""
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     weak = augment.weak(weak_key, batch["image"])
-    strong = augment.strong(strong_key, weak)
+    strong = augment.strong(strong_key, weak, strong_probability)
     probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
     target = probs.argmax(-1)
     keep = probs.max(-1) > confidence
@@ -189,7 +191,13 @@ def bind_fit_step(model, optimizer, loss_fn):
     return functools.partial(fit_step, model=model, optimizer=optimizer, loss_fn=loss_fn)
 
 
-def bind_correct_step(model, optimizer, loss_fn, confidence: float, ema: float):
+def bind_correct_step(model, optimizer, loss_fn, stage3_config):
     return functools.partial(
-        correct_step, model=model, optimizer=optimizer, loss_fn=loss_fn, confidence=confidence, ema=ema
+        correct_step,
+        model=model,
+        optimizer=optimizer,
+        loss_fn=loss_fn,
+        confidence=stage3_config.confidence,
+        ema=stage3_config.ema,
+        strong_probability=stage3_config.strong_probability,
     )

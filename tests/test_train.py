@@ -46,7 +46,8 @@ def _run_both_stages(tmp_path, devices, volume, labels):
         teacher=jax.tree.map(jnp.copy, fitted.params),
     )
     ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, 1)
-    step = train.bind_correct_step(model, opt, loss_fn, 0.3, 0.9)
+    stage3 = cfg.Stage3Config(confidence=0.3, ema=0.9)
+    step = train.bind_correct_step(model, opt, loss_fn, stage3)
     corrected, h3 = train.train("correct", step, state, ds, mesh, tmp_path / "s3", **common)
     return jax.device_get(corrected), h2 + h3
 

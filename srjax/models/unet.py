@@ -15,7 +15,6 @@ from srjax.models.blocks import ConvBlock, pad_to_multiple
 WIDTHS = {
     "tiny": (4, 8),
     "cpu": (16, 32, 64, 128),
-    "cpu3": (16, 32, 64),
     "paper": (32, 64, 128, 288),
 }
 
