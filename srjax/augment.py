@@ -108,7 +108,7 @@ def strong_one(key, x, p: float = 0.5):
     def random_clahe(key, v):  # clip limit drawn from [1, 4], as Albumentations' CLAHE does
         return clahe(v, clip_limit=jax.random.uniform(key, (), minval=1.0, maxval=4.0), grid=grid)
 
-    return _maybe(keys[3], p, random_clahe, x)
+    return jnp.clip(_maybe(keys[3], p, random_clahe, x), 0.0, 1.0)
 
 
 def strong(key, batch, p: float = 0.5):

@@ -25,7 +25,12 @@ def test_kmeans_matches_sklearn_with_ids_by_ascending_centroid(tiny_phantom):
     rank = np.empty(4, np.int64)
     rank[order] = np.arange(4)
     ref_labels = rank[reference.labels_].reshape(volume.shape)
-    assert (labels == ref_labels).mean() > 0.999
+    # Labels may differ only for voxels lying between our threshold and the reference's.
+    ref_thresholds = (ref_centres[order][1:] + ref_centres[order][:-1]) / 2
+    low = np.minimum(clustering.thresholds, ref_thresholds)
+    high = np.maximum(clustering.thresholds, ref_thresholds)
+    between = ((volume[..., None] >= low) & (volume[..., None] <= high)).any(-1)
+    assert np.all((labels == ref_labels) | between)
     ours = ((volume - clustering.means[labels]) ** 2).sum()
     default = KMeans(4, n_init=4, random_state=0).fit(voxels)
     assert ours <= default.inertia_ * (1 + 1e-6)
