@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from srjax import augment, data
+from srjax.config import Stage3Config
 from srjax.losses import masked_mean
 
 
@@ -78,16 +79,14 @@ def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
 
 
-def correct_step(
-    state: CorrectState, batch, rng, *, model, optimizer, loss_fn, confidence: float, ema: float, strong_probability: float
-):
+def correct_step(state: CorrectState, batch, rng, *, model, optimizer, loss_fn, settings: Stage3Config):
     """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong one."""
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     weak = augment.weak(weak_key, batch["image"])
-    strong = augment.strong(strong_key, weak, strong_probability)
+    strong = augment.strong(strong_key, weak, settings.strong_probability)
     probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
     target = probs.argmax(-1)
-    keep = probs.max(-1) > confidence
+    keep = probs.max(-1) > settings.confidence
 
     def objective(params):
         logits = model.apply({"params": params}, strong, train=True, rngs={"dropout": dropout_key})
@@ -97,7 +96,7 @@ def correct_step(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, ema)
+        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, settings.ema)
     )
     return new_state, {"loss": loss, "kept": keep.mean()}
 
@@ -191,13 +190,5 @@ def bind_fit_step(model, optimizer, loss_fn):
     return functools.partial(fit_step, model=model, optimizer=optimizer, loss_fn=loss_fn)
 
 
-def bind_correct_step(model, optimizer, loss_fn, stage3_config):
-    return functools.partial(
-        correct_step,
-        model=model,
-        optimizer=optimizer,
-        loss_fn=loss_fn,
-        confidence=stage3_config.confidence,
-        ema=stage3_config.ema,
-        strong_probability=stage3_config.strong_probability,
-    )
+def bind_correct_step(model, optimizer, loss_fn, settings: Stage3Config):
+    return functools.partial(correct_step, model=model, optimizer=optimizer, loss_fn=loss_fn, settings=settings)
