@@ -29,10 +29,12 @@ def dihedral(x, index):
     return jax.lax.switch(index, _DIHEDRAL, x)
 
 
-def weak(key, batch):
-    """A random rotation/flip per sample (teacher input)."""
-    indices = jax.random.randint(key, (batch.shape[0],), 0, len(_DIHEDRAL))
-    return jax.vmap(dihedral)(batch, indices)
+def weak(key, *arrays):
+    """A random rotation/flip per sample, the same one for each of the [B, H, W, ...] arrays
+    (a stack and its labels); returns one array per array given."""
+    indices = jax.random.randint(key, (arrays[0].shape[0],), 0, len(_DIHEDRAL))
+    out = tuple(jax.vmap(dihedral)(array, indices) for array in arrays)
+    return out if len(out) > 1 else out[0]
 
 
 def gamma(key, x, low=0.8, high=1.2):

@@ -121,7 +121,7 @@ def run_pipeline(
     dataset = data.crop_dataset(volume, pseudo_labels, dc, low, high, config.stage2.epochs, config.seed)
     state2, history2 = train.train(
         "stage 2",
-        train.bind_fit_step(model, optimizer, loss_fn),
+        train.bind_fit_step(model, optimizer, loss_fn, config.stage2),
         state,
         dataset,
         mesh,

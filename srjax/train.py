@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from srjax import augment, data
-from srjax.config import Stage3Config
+from srjax.config import Stage2Config, Stage3Config
 from srjax.losses import masked_mean
 
 
@@ -65,13 +65,16 @@ def ema_update(teacher, student, decay: float):
     return jax.tree.map(lambda t, s: decay * t + (1.0 - decay) * s, teacher, student)
 
 
-def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn):
-    """One supervised step on pseudo labels."""
-    dropout_key = jax.random.fold_in(rng, state.step)
+def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn, weak_augment: bool):
+    """One supervised step on pseudo labels, optionally on a random rotation/flip of each crop."""
+    weak_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step))
+    images, labels = batch["image"], batch["label"]
+    if weak_augment:
+        images, labels = augment.weak(weak_key, images, labels)
 
     def objective(params):
-        logits = model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": dropout_key})
-        return loss_fn(logits, batch["label"]).mean()
+        logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})
+        return loss_fn(logits, labels).mean()
 
     loss, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -186,8 +189,10 @@ def train(
     return state, history
 
 
-def bind_fit_step(model, optimizer, loss_fn):
-    return functools.partial(fit_step, model=model, optimizer=optimizer, loss_fn=loss_fn)
+def bind_fit_step(model, optimizer, loss_fn, settings: Stage2Config):
+    return functools.partial(
+        fit_step, model=model, optimizer=optimizer, loss_fn=loss_fn, weak_augment=settings.weak_augment
+    )
 
 
 def bind_correct_step(model, optimizer, loss_fn, settings: Stage3Config):

@@ -56,3 +56,11 @@ def test_clahe_clipping_limits_the_slope():
     out = np.asarray(augment.clahe(jnp.asarray(x), clip_limit=2.0, grid=1, bins=16))
     full = np.asarray(augment.clahe(jnp.asarray(x), clip_limit=1e9, grid=1, bins=16))
     assert out[5, 5, 0] < full[5, 5, 0]
+
+
+def test_weak_moves_a_stack_and_its_labels_alike():
+    labels = np.random.default_rng(4).integers(0, 4, (6, 8, 8))
+    images = np.repeat(labels[..., None].astype(np.float32), 3, axis=-1)
+    out_images, out_labels = augment.weak(jax.random.key(5), jnp.asarray(images), jnp.asarray(labels))
+    np.testing.assert_array_equal(np.asarray(out_images)[..., 1], np.asarray(out_labels))
+    assert not np.array_equal(np.asarray(out_labels), labels)

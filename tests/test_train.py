@@ -38,7 +38,7 @@ def _run_both_stages(tmp_path, devices, volume, labels):
     state = train.FitState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
     common = dict(seed=0, checkpoint_every=100, read_threads=1, progress=False)
     ds = data.crop_dataset(volume, labels, dc, float(volume.min()), float(volume.max()), 2, 0)
-    fitted, h2 = train.train("fit", train.bind_fit_step(model, opt, loss_fn), state, ds, mesh, tmp_path / "s2", **common)
+    fitted, h2 = train.train("fit", train.bind_fit_step(model, opt, loss_fn, config.stage2), state, ds, mesh, tmp_path / "s2", **common)
     state = train.CorrectState(
         step=jnp.zeros((), jnp.int32),
         params=fitted.params,

@@ -1,0 +1,68 @@
+"""Score a run's model on each of the 8 rotated/flipped views of every slice.
+
+Stage 3's teacher labels weakly augmented (rotated/flipped) crops, so a stage-2 model
+that is good only in the canonical orientation hands the student worse labels than
+its canonical score suggests. This prints pixel accuracy and mIoU (without
+background) per view, each prediction rotated back before scoring.
+
+  python tools/view_consistency.py RUN_DIR [--stage stage2|stage3] [--volume V --truth T]
+
+VOLUME and TRUTH default to a demo run's RUN_DIR/phantom/volume.npy and truth.npy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from srjax import config as cfg
+from srjax.augment import dihedral
+from srjax.data import read_stack
+from srjax.io import open_volume
+from srjax.metrics import confusion, score
+from srjax.models import build_model
+
+INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # the dihedral element that undoes each view
+VIEWS = ("identity", "rot90", "rot180", "rot270", "flip-h", "flip-v", "transpose", "anti-transpose")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--volume", type=Path, help="default: RUN/phantom/volume.npy")
+    parser.add_argument("--truth", type=Path, help="default: RUN/phantom/truth.npy")
+    parser.add_argument("--stage", choices=("stage2", "stage3"), default="stage2")
+    args = parser.parse_args()
+
+    config = cfg.load(args.run / "config.json")
+    directory = args.run / "checkpoints" / args.stage
+    step = max(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    state = ocp.StandardCheckpointer().restore((directory / str(step) / "state").absolute())
+    params = state["teacher" if args.stage == "stage3" else "params"]
+    classes = config.pseudo.classes
+    model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
+    stage1 = json.loads((args.run / "stage1.json").read_text())
+    volume = open_volume(args.volume or args.run / "phantom" / "volume.npy", "--volume")
+    truth = open_volume(args.truth or args.run / "phantom" / "truth.npy", "--truth")
+    num_true = int(np.max(truth)) + 1
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
+    full = slice(None)
+    print(f"{args.stage} of {args.run}: scores per view, without background")
+    for index, name in enumerate(VIEWS):
+        pred = np.empty(volume.shape, np.uint8)
+        for z in range(volume.shape[0]):
+            stack = jnp.asarray(read_stack(volume, z, config.data.slices, full, full, stage1["low"], stage1["high"]))
+            labels = forward(params, dihedral(stack, index)[None])[0]
+            pred[z] = np.asarray(dihedral(labels, INVERSE[index]))
+        s = score(confusion(pred, truth, classes, num_true))
+        print(f"{name:>15}  accuracy {100 * s['pixel_accuracy']:6.2f}%  mIoU {100 * s['miou']:6.2f}%")
+
+
+if __name__ == "__main__":
+    main()
