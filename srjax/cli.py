@@ -22,23 +22,41 @@ def _shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
+def _floats3(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not Z,Y,X") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one or three positive sizes Z,Y,X")
+    return values
+
+
+def _classes(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'auto'") from None
+
+
 def _config(args, base: cfg.Config) -> cfg.Config:
     config = cfg.load(args.config, base) if getattr(args, "config", None) else base
     return cfg.apply_overrides(config, args.set or [])
 
 
 def _write_phantom(spec, out: Path):
-    import numpy as np
-
-    from srjax.io import npy_writer
+    from srjax import io
     from srjax.phantom import make_phantom
 
     volume, truth = make_phantom(spec, progress=True)
     out.mkdir(parents=True, exist_ok=True)
-    for name, array in (("volume.npy", volume), ("truth.npy", truth)):
-        with npy_writer(out / name, array.shape, array.dtype) as dst:
-            dst[:] = array
-    return np.load(out / "volume.npy", mmap_mode="r"), np.load(out / "truth.npy", mmap_mode="r")
+    for name, array in (("volume.ome.zarr", volume), ("truth.ome.zarr", truth)):
+        io.write_volume(out / name, array, name=f"phantom {name.split('.')[0]}")
+    return io.open_volume(out / "volume.ome.zarr"), io.open_volume(out / "truth.ome.zarr")
 
 
 def cmd_phantom(args) -> None:
@@ -46,7 +64,7 @@ def cmd_phantom(args) -> None:
 
     spec = PhantomSpec(shape=args.shape, seed=args.seed, fbp=args.fbp)
     _write_phantom(spec, Path(args.out))
-    print(f"wrote {args.out}/volume.npy and {args.out}/truth.npy, shape {spec.shape}")
+    print(f"wrote {args.out}/volume.ome.zarr and {args.out}/truth.ome.zarr, shape {spec.shape}")
 
 
 def cmd_demo(args) -> None:
@@ -59,23 +77,69 @@ def cmd_demo(args) -> None:
     volume, truth = _write_phantom(PhantomSpec(shape=args.shape, seed=config.seed), out / "phantom")
     metrics = run_pipeline(volume, out, config, truth=truth, volume_name="phantom volume", truth_name="phantom truth")
     print(score_table(metrics))
-    print(f"outputs in {out} (panel.png, metrics.json, labels.npy, confidence.npy)")
+    print(f"outputs in {out} (panel.png, metrics.json, labels.ome.zarr, confidence.ome.zarr)")
 
 
 def cmd_run(args) -> None:
-    from srjax.io import open_volume
+    from srjax import io
     from srjax.pipeline import run_pipeline
     from srjax.report import score_table
+    from srjax.sources import as_store
 
     config = _config(args, cfg.Config())
-    config = cfg.apply_overrides(config, [f"pseudo.classes={args.classes}"])
-    volume = open_volume(args.volume, "volume")
-    truth = open_volume(args.truth, "--truth") if args.truth else None
-    metrics = run_pipeline(volume, args.out, config, truth=truth, volume_name=f"volume {args.volume}",
-                           truth_name=f"--truth {args.truth}")
+    overrides = [f"pseudo.classes={args.classes}"]
+    overrides += [f"pseudo.method={args.method}"] if args.method else []
+    overrides += [f"pseudo.mask={args.mask}"] if args.mask else []
+    config = cfg.apply_overrides(config, overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    volume_path = as_store(args.volume, out, "volume", "volume", args.dataset)
+    volume = io.open_volume(volume_path, "volume")
+    truth = None
+    if args.truth:
+        truth = io.open_volume(as_store(args.truth, out, "truth", "--truth", args.truth_dataset), "--truth")
+    size = io.voxel_size(volume_path)
+    if args.voxel_size:
+        size = (list(args.voxel_size), args.unit)
+    metrics = run_pipeline(volume, out, config, truth=truth, volume_name=f"volume {args.volume}",
+                           truth_name=f"--truth {args.truth}", voxel_size=size[0] if size else None,
+                           unit=size[1] if size else None)
     if truth is not None:
         print(score_table(metrics))
     print(f"outputs in {args.out}")
+
+
+def cmd_import(args) -> None:
+    from srjax.sources import import_volume, open_source
+
+    source = open_source(args.source, "source", args.dataset)
+    import_volume(source, args.out, chunks=args.chunks, voxel_size=args.voxel_size, unit=args.unit)
+    print(f"wrote {args.out}: shape {source.shape}, dtype {source.dtype}, chunks {args.chunks}")
+
+
+def cmd_pseudo(args) -> None:
+    import json
+
+    import numpy as np
+
+    from srjax.io import ome_zarr_writer
+    from srjax.pseudo import run_stage1
+    from srjax.sources import open_source
+
+    source = open_source(args.volume, "volume", args.dataset)
+    with ome_zarr_writer(args.out, source.shape, np.uint8, name="pseudo labels",
+                         voxel_size=source.voxel_size, unit=source.unit) as writer:
+        result = run_stage1(source, writer, args.method, args.classes, args.mask, args.seed, progress=True)
+        writer.attributes["srjax"] = result.summary()
+    summary = result.summary()
+    if result.curve:
+        curve = result.curve
+        values = curve.get("bic", curve.get("sse"))
+        print(f"choosing K by the {curve['rule']}:")
+        for k, value in zip(curve["k"], values):
+            print(f"  K={k}: {value:.6g}{'   <- chosen' if k == curve['chosen'] else ''}")
+    print(json.dumps({key: summary[key] for key in ("method", "classes", "means", "objective_name", "objective")}))
+    print(f"wrote {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,16 +157,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="segment a volume (.npy or .tif/.tiff stack)")
-    p.add_argument("volume")
-    p.add_argument("--classes", type=int, required=True, help="number of classes K for the pseudo labels")
+    volume_help = "Zarr/N5/OME-Zarr store, TIFF file or directory, HDF5 file, or .npy"
+    p = sub.add_parser("run", help="segment a volume: pseudo labels, stage 2, stage 3")
+    p.add_argument("volume", help=volume_help + " (anything but a store is imported into OUT first)")
+    p.add_argument("--classes", type=_classes, required=True, help="number of classes K, or 'auto'")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--method", help="pseudo-label clusterer (default kmeans)")
+    p.add_argument("--mask", help="cluster only inside 'circle' (the reconstruction circle) or a mask volume")
     p.add_argument("--truth", help="ground-truth label volume for scoring")
+    p.add_argument("--dataset", help="HDF5 dataset of the volume (default /exchange/data)")
+    p.add_argument("--truth-dataset", help="HDF5 dataset of --truth (default /exchange/data)")
+    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size for the outputs' metadata")
+    p.add_argument("--unit", default="micrometer", help="unit of --voxel-size (default micrometer)")
     add_config_options(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("import", help="convert a volume into a chunked, compressed OME-Zarr")
+    p.add_argument("source", help=volume_help)
+    p.add_argument("out", help="the OME-Zarr to write, e.g. scan.ome.zarr")
+    p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
+    p.add_argument("--chunks", type=_shape, default=(1, 256, 256), help="chunk shape Z,Y,X (default 1,256,256)")
+    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the source's, if recorded)")
+    p.add_argument("--unit", help="unit of --voxel-size, e.g. micrometer")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("pseudo", help="stage 1 alone: pseudo labels by clustering voxel values")
+    p.add_argument("volume", help=volume_help)
+    p.add_argument("--method", default="kmeans", help="kmeans | kmeans-lloyd | otsu | gmm | gmm-full")
+    p.add_argument("--classes", type=_classes, required=True, help="number of classes K, or 'auto'")
+    p.add_argument("--out", required=True, help="the OME-Zarr label volume to write")
+    p.add_argument("--mask", help="cluster only inside 'circle' (the reconstruction circle) or a mask volume")
+    p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
+    p.add_argument("--seed", type=int, default=0, help="seed of kmeans-lloyd's k-means++")
+    p.set_defaults(func=cmd_pseudo)
+
     p = sub.add_parser("phantom", help="write a synthetic SR-CT volume and its ground truth")
-    p.add_argument("out", help="output directory (volume.npy, truth.npy)")
+    p.add_argument("out", help="output directory (volume.ome.zarr, truth.ome.zarr)")
     p.add_argument("--shape", type=_shape, default=DEMO_SHAPE, help="N,H,W (default 48,160,160)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fbp", action="store_true", help="streaks and rings by projection and filtered back-projection")

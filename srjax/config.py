@@ -17,8 +17,9 @@ from srjax.errors import SrjaxError
 
 @dataclasses.dataclass(frozen=True)
 class PseudoConfig:
-    method: str = "kmeans"
-    classes: int = 4
+    method: str = "kmeans"  # kmeans | kmeans-lloyd | otsu | gmm | gmm-full
+    classes: int | str = 4  # K, or "auto" to choose K from the histogram
+    mask: str = ""  # "" (every voxel), "circle" (reconstruction circle) or a mask volume's path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +184,12 @@ def _set(config: Config, key: str, value, source: str) -> Config:
 
 def _coerce(cls, name: str, value, key: str, source: str):
     kind = typing.get_type_hints(cls)[name]
+    if kind == int | str:  # a count or the word "auto"
+        if str(value) == "auto":
+            return "auto"
+        if isinstance(value, bool) or not str(value).lstrip("-").isdigit():
+            raise SrjaxError(f"{source}: {key}={value!r} is not an integer or 'auto'")
+        return int(value)
     try:
         if kind is bool:
             if isinstance(value, str):

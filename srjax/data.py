@@ -1,4 +1,9 @@
-"""Grain datasets of random 2.5D crops: S adjacent slices as channels, target the middle one."""
+"""Grain datasets of random 2.5D crops: S adjacent slices as channels, target the middle one.
+
+Volumes are TensorStores: a crop's S slices are one outer-indexed read, whose chunk
+reads TensorStore issues concurrently, and grain runs several crops at once on
+reader threads; the volume's cache pool bounds what stays in memory.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import dataclasses
 import grain
 import numpy as np
 
+from srjax import io
 from srjax.config import DataConfig
 from srjax.errors import SrjaxError
 
@@ -26,9 +32,10 @@ def normalise(values, low: float, high: float) -> np.ndarray:
 
 
 def read_stack(volume, z: int, num_slices: int, rows: slice, cols: slice, low: float, high: float) -> np.ndarray:
-    """[h, w, S] float32 stack around slice ``z``, normalised."""
+    """[h, w, S] float32 stack around slice ``z`` of a TensorStore volume, normalised."""
     index = context_indices(z, num_slices, volume.shape[0])
-    return np.stack([normalise(volume[i, rows, cols], low, high) for i in index], axis=-1)
+    stack = io.read(volume.oindex[index, rows, cols], "volume")
+    return np.moveaxis(normalise(stack, low, high), 0, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +56,7 @@ class CropSampler(grain.transforms.RandomMap):
         rows, cols = slice(y0, y0 + self.crop), slice(x0, x0 + self.crop)
         item = {"image": read_stack(self.volume, int(z), self.num_slices, rows, cols, self.low, self.high)}
         if self.labels is not None:
-            item["label"] = np.asarray(self.labels[int(z), rows, cols], np.int32)
+            item["label"] = io.read(self.labels[int(z), rows, cols], "pseudo labels").astype(np.int32)
         return item
 
 

@@ -1,74 +1,250 @@
-"""Volumes in and label volumes out.
+"""Volumes through TensorStore: open Zarr v2/v3, N5 and OME-Zarr; write OME-Zarr.
 
-A volume is anything indexable like a [N, H, W] array; ``open_volume`` memory-maps
-``.npy`` and TIFF files so slices are read on demand. Outputs are written under a
-temporary name and renamed into place, so a file that exists is complete.
+Every volume srjax reads during a run is a read-only ``tensorstore.TensorStore``
+(an in-memory array is wrapped by ``as_volume``), so slices are read on demand and
+no whole volume is ever held. Every volume srjax writes is an OME-Zarr v0.4 image
+(Zarr v2, blosc-compressed) with a pyramid of nearest-neighbour levels, built under
+a temporary name and renamed into place only once complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import tensorstore as ts
 
 from srjax.errors import SrjaxError
 
-SUFFIXES = (".npy", ".tif", ".tiff")
+OME_VERSION = "0.4"
+# One slice per chunk: a 2.5D stack reads exactly its S slices, a crop only the tiles it covers.
+DEFAULT_CHUNKS = (1, 256, 256)
+COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
+READ_CACHE_BYTES = 256 << 20
+PYRAMID_MIN_SIDE = 256  # stop adding levels once a level's slices would be smaller than this
+MAX_PENDING_WRITES = 2
+AXES = ("z", "y", "x")
 
 
-def open_volume(path: str | Path, name: str = "volume"):
-    path = Path(path)
-    if not path.exists():
-        raise SrjaxError(f"{name} {path} does not exist; pass a .npy file or a .tif/.tiff stack")
-    if path.suffix.lower() not in SUFFIXES:
-        raise SrjaxError(f"{name} {path} has an unsupported format; pass a .npy file or a .tif/.tiff stack")
+def local_path(path: str | Path) -> Path:
+    text = str(path)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
+def store_kind(path: Path) -> str | None:
+    """'zarr', 'zarr3', 'n5', 'ome-zarr' for a directory TensorStore can open, else None."""
+    if not path.is_dir():
+        return None
+    if (path / ".zarray").is_file():
+        return "zarr"
+    if (path / ".zattrs").is_file() and "multiscales" in _json(path / ".zattrs"):
+        return "ome-zarr"
+    if (path / "zarr.json").is_file():
+        meta = _json(path / "zarr.json")
+        if meta.get("node_type") == "array":
+            return "zarr3"
+        if "multiscales" in meta.get("attributes", {}).get("ome", {}):
+            return "ome-zarr"
+    if (path / "attributes.json").is_file() and "dimensions" in _json(path / "attributes.json"):
+        return "n5"
+    return None
+
+
+def _json(path: Path) -> dict:
     try:
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, mmap_mode="r")
-        else:
-            import tifffile
-
-            try:
-                array = tifffile.memmap(path, mode="r")
-            except ValueError:  # compressed or tiled pages cannot be memory-mapped
-                array = tifffile.imread(path)
+        return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise SrjaxError(f"{name} {path} cannot be read: {err}") from None
-    check_volume(array, f"{name} {path}")
-    return array
+        raise SrjaxError(f"{path} cannot be read as JSON: {err}") from None
+
+
+def ome_multiscale(path: Path) -> dict:
+    """The first ``multiscales`` entry of an OME-Zarr v0.4 or v0.5 image."""
+    if (path / ".zattrs").is_file():
+        return _json(path / ".zattrs")["multiscales"][0]
+    return _json(path / "zarr.json")["attributes"]["ome"]["multiscales"][0]
+
+
+def _array_path(path: Path) -> tuple[Path, str]:
+    kind = store_kind(path)
+    if kind == "ome-zarr":
+        level0 = path / ome_multiscale(path)["datasets"][0]["path"]
+        return level0, store_kind(level0) or "zarr"
+    if kind is None:
+        raise SrjaxError(f"{path} is not a Zarr (v2 or v3), N5 or OME-Zarr array; convert it with `srjax import`")
+    return path, kind
+
+
+def _context(cache_bytes: int) -> ts.Context:
+    return ts.Context({"cache_pool": {"total_bytes_limit": cache_bytes}})
+
+
+def open_volume(path: str | Path, name: str = "volume", cache_bytes: int = READ_CACHE_BYTES) -> ts.TensorStore:
+    """Open a Zarr v2/v3, N5 or OME-Zarr (level 0) volume read-only."""
+    path = local_path(path)
+    if not path.exists():
+        raise SrjaxError(f"{name} {path} does not exist")
+    array_path, kind = _array_path(path)
+    spec = {"driver": kind, "kvstore": {"driver": "file", "path": str(array_path)}}
+    try:
+        volume = ts.open(spec, read=True, context=_context(cache_bytes)).result()
+    except ValueError as err:
+        raise SrjaxError(f"{name} {path} cannot be opened: {_first_line(err)}") from None
+    check_volume(volume, f"{name} {path}")
+    return volume
+
+
+def as_volume(array) -> ts.TensorStore:
+    """A TensorStore view of ``array`` (itself if it already is one)."""
+    return array if isinstance(array, ts.TensorStore) else ts.array(np.asarray(array))
+
+
+def voxel_size(path: str | Path) -> tuple[list[float], str | None] | None:
+    """(z, y, x) voxel size and unit of an OME-Zarr image, None for other stores."""
+    path = local_path(path)
+    if store_kind(path) != "ome-zarr":
+        return None
+    multiscale = ome_multiscale(path)
+    for transform in multiscale["datasets"][0].get("coordinateTransformations", []):
+        if transform.get("type") == "scale":
+            return list(transform["scale"])[-3:], multiscale.get("axes", [{}])[-1].get("unit")
+    return None
 
 
 def check_volume(array, name: str) -> None:
+    check_layout(tuple(array.shape), numpy_dtype(array), name)
+
+
+def check_layout(shape: tuple, dtype, name: str) -> None:
     """Rank and dtype checks that need no voxel reads."""
-    if array.ndim != 3:
-        raise SrjaxError(f"{name} has shape {tuple(array.shape)}; srjax needs a 3-D volume [slices, height, width]")
-    kind = np.dtype(array.dtype).kind
-    if kind not in "uif":
-        raise SrjaxError(f"{name} has dtype {array.dtype}; srjax needs integer or floating-point voxels")
-    if min(array.shape) < 1:
-        raise SrjaxError(f"{name} has shape {tuple(array.shape)} with an empty axis")
+    if len(shape) != 3:
+        raise SrjaxError(f"{name} has shape {tuple(shape)}; srjax needs a 3-D volume [slices, height, width]")
+    if np.dtype(dtype).kind not in "uif":
+        raise SrjaxError(f"{name} has dtype {np.dtype(dtype)}; srjax needs integer or floating-point voxels")
+    if min(shape) < 1:
+        raise SrjaxError(f"{name} has shape {tuple(shape)} with an empty axis")
+
+
+def numpy_dtype(array) -> np.dtype:
+    dtype = array.dtype
+    return np.dtype(dtype.numpy_dtype if isinstance(dtype, ts.dtype) else dtype)
+
+
+def read(view: ts.TensorStore, name: str) -> np.ndarray:
+    """Read a TensorStore view, naming the volume if a chunk is damaged or unreadable."""
+    return wait(view.read(), name)
+
+
+def wait(future, name: str):
+    try:
+        return future.result()
+    except ValueError as err:
+        raise SrjaxError(f"{name} cannot be read: {_first_line(err)}; re-import or repair the volume") from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary sibling of ``path`` (file or directory); move it onto ``path`` only on success."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
+    _remove(tmp)
     try:
         yield tmp
+        if path.is_dir():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def pyramid_factors(shape) -> list[int]:
+    """Downsampling factors 1, 2, 4, ... while a level's slices stay at least PYRAMID_MIN_SIDE."""
+    factors = [1]
+    while max(shape[1:]) // (factors[-1] * 2) >= PYRAMID_MIN_SIDE:
+        factors.append(factors[-1] * 2)
+    return factors
+
+
+class OmeZarrWriter:
+    """Write a [z, y, x] volume slab by slab into an OME-Zarr image at a (temporary) path.
+
+    Pyramid level k holds every 2^k-th voxel along each axis: nearest-neighbour, so
+    label volumes keep valid class ids at every level. Writes are asynchronous with
+    at most MAX_PENDING_WRITES slabs in flight, which bounds memory.
+    """
+
+    def __init__(self, path: Path, shape, dtype, chunks=DEFAULT_CHUNKS, name: str = "volume",
+                 voxel_size=None, unit: str | None = None, attributes: dict | None = None):
+        self.path, self.shape, self.name = Path(path), tuple(int(s) for s in shape), name
+        self.factors = pyramid_factors(self.shape)
+        self.path.mkdir(parents=True)
+        (self.path / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        self.levels = [self._create(str(level), factor, dtype, chunks) for level, factor in enumerate(self.factors)]
+        self.pending = []
+        scale = [float(v) for v in (voxel_size if voxel_size is not None else (1.0, 1.0, 1.0))]
+        axes = [{"name": axis, "type": "space", **({"unit": unit} if unit else {})} for axis in AXES]
+        datasets = [
+            {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [v * f for v in scale]}]}
+            for level, f in enumerate(self.factors)
+        ]
+        multiscale = {"version": OME_VERSION, "name": name, "axes": axes, "datasets": datasets,
+                      "type": "nearest-neighbour subsampling"}
+        self.attributes = {"multiscales": [multiscale], **({"srjax": attributes} if attributes else {})}
+
+    def _create(self, level: str, factor: int, dtype, chunks) -> ts.TensorStore:
+        shape = [-(-s // factor) for s in self.shape]
+        metadata = {
+            "shape": shape,
+            "chunks": [min(c, s) for c, s in zip(chunks, shape)],
+            "dtype": np.dtype(dtype).str,
+            "compressor": COMPRESSOR,
+            "dimension_separator": "/",
+        }
+        spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(self.path / level)}, "metadata": metadata}
+        return ts.open(spec, create=True, context=_context(0)).result()
+
+    def __setitem__(self, zs: slice, slab: np.ndarray) -> None:
+        start, stop, _ = zs.indices(self.shape[0])
+        for level, factor in zip(self.levels, self.factors):
+            first = -(-start // factor) * factor  # first slice of this slab that level keeps
+            if first >= stop:
+                continue
+            picked = slab[first - start :: factor, ::factor, ::factor]
+            self.pending.append(level[first // factor : first // factor + len(picked)].write(picked))
+        while len(self.pending) > MAX_PENDING_WRITES * len(self.levels):
+            wait(self.pending.pop(0), self.name)
+
+    def finish(self) -> None:
+        for future in self.pending:
+            wait(future, self.name)
+        self.pending = []
+        (self.path / ".zattrs").write_text(json.dumps(self.attributes, indent=2))
 
 
 @contextlib.contextmanager
-def npy_writer(path: str | Path, shape, dtype):
-    """A writable memory-mapped ``.npy`` that appears at ``path`` only once complete."""
+def ome_zarr_writer(path: str | Path, shape, dtype, **kwargs):
+    """An ``OmeZarrWriter`` that appears at ``path`` only once the block exits cleanly."""
     with atomic_path(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
-        yield array
-        array.flush()
-        del array
+        writer = OmeZarrWriter(tmp, shape, dtype, **kwargs)
+        yield writer
+        writer.finish()
+
+
+def write_volume(path: str | Path, array: np.ndarray, **kwargs) -> None:
+    """Write an in-memory array as an OME-Zarr image."""
+    with ome_zarr_writer(path, array.shape, array.dtype, **kwargs) as writer:
+        writer[0 : array.shape[0]] = array

@@ -13,13 +13,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from srjax.io import as_volume, read
+
 
 def confusion(pred, truth, num_pred: int, num_true: int) -> np.ndarray:
     """[num_pred, num_true] pixel counts, accumulated slice by slice."""
     counts = np.zeros((num_pred, num_true), np.int64)
+    pred, truth = as_volume(pred), as_volume(truth)
     for z in range(pred.shape[0]):
-        p = np.asarray(pred[z], np.int64).ravel()
-        t = np.asarray(truth[z], np.int64).ravel()
+        p = read(pred[z], "prediction").astype(np.int64).ravel()
+        t = read(truth[z], "truth").astype(np.int64).ravel()
         counts += np.bincount(p * num_true + t, minlength=num_pred * num_true).reshape(num_pred, num_true)
     return counts
 

@@ -1,17 +1,17 @@
 """The three stages end to end in one output directory, resumable at any point.
 
-Layout of ``out``:
-  config.json            the resolved config of the run
-  stage1.json            voxel range and class means of the pseudo labels
-  pseudo_labels.npy      stage 1 labels
-  checkpoints/stage2/    orbax checkpoints (state + data iterator + loss history)
+Layout of ``out`` (volumes are OME-Zarr images, viewable in napari as they are):
+  config.json                the resolved config of the run
+  stage1.json                voxel range, clustering and class means of the pseudo labels
+  pseudo_labels.ome.zarr     stage 1 labels
+  checkpoints/stage2/        orbax checkpoints (state + data iterator + loss history)
   checkpoints/stage3/
-  stage2_labels.npy      stage-2 model prediction
-  labels.npy             stage-3 (teacher) prediction
-  confidence.npy         teacher's max class probability per voxel
-  history.json           per-step losses of stages 2 and 3
-  metrics.json           scores (when ground truth is given), timings, class means
-  panel.png              slice | pseudo | stage 2 | stage 3 | truth
+  stage2_labels.ome.zarr     stage-2 model prediction
+  labels.ome.zarr            stage-3 (teacher) prediction
+  confidence.ome.zarr        teacher's max class probability per voxel
+  history.json               per-step losses of stages 2 and 3
+  metrics.json               scores (when ground truth is given), timings, class means
+  panel.png                  slice | pseudo | stage 2 | stage 3 | truth
 
 Every file appears under its name only once complete; a rerun of the same command
 skips what is done and resumes training from the last checkpoint.
@@ -27,10 +27,11 @@ import jax
 import numpy as np
 import optax
 
-from srjax import data, pseudo, report, train
+from srjax import data, io, pseudo, report, train
 from srjax.config import Config, to_dict
 from srjax.errors import SrjaxError
-from srjax.io import atomic_path, check_volume, npy_writer
+from srjax.io import atomic_path, check_volume, ome_zarr_writer
+from srjax.sources import from_store
 from srjax.losses import pixel_loss
 from srjax.metrics import confusion, score
 from srjax.models import build_model
@@ -59,29 +60,31 @@ def _check_inputs(volume, truth, config: Config, mesh, volume_name: str, truth_n
         check_volume(truth, truth_name)
         if tuple(truth.shape) != tuple(volume.shape):
             raise SrjaxError(f"{truth_name} has shape {tuple(truth.shape)} but the volume is {tuple(volume.shape)}")
-        if np.dtype(truth.dtype).kind not in "ui":
-            raise SrjaxError(f"{truth_name} has dtype {truth.dtype}; ground-truth labels must be integers")
+        if io.numpy_dtype(truth).kind not in "ui":
+            raise SrjaxError(f"{truth_name} has dtype {io.numpy_dtype(truth)}; ground-truth labels must be integers")
     if config.data.batch_size % mesh.devices.size:
         raise SrjaxError(
             f"data.batch_size={config.data.batch_size} is not a multiple of the {mesh.devices.size} devices; change it"
         )
-    build_model(config.model.name, config.pseudo.classes, config.model.width)
+    build_model(config.model.name, 2, config.model.width)
     pixel_loss(config.loss)
+    if config.pseudo.method not in pseudo.METHODS:
+        raise SrjaxError(f"pseudo.method={config.pseudo.method!r}: choose one of {', '.join(pseudo.METHODS)}")
     for stage in (config.stage2, config.stage3):
         if stage.epochs < 1:
             raise SrjaxError("stage2.epochs and stage3.epochs must be at least 1")
 
 
-def _stage1(volume, out: Path, config: Config, volume_name: str, progress: bool) -> dict:
-    info_path, labels_path = out / "stage1.json", out / "pseudo_labels.npy"
+def _stage1(volume, out: Path, config: Config, volume_name: str, progress: bool, meta: dict) -> dict:
+    info_path, labels_path = out / "stage1.json", out / "pseudo_labels.ome.zarr"
     if info_path.exists() and labels_path.exists():
         return json.loads(info_path.read_text())
-    low, high = pseudo.value_range(volume, volume_name, progress)
-    hist = pseudo.histogram(volume, low, high, progress=progress)
-    clustering = pseudo.cluster(hist, config.pseudo.classes, config.pseudo.method, config.seed, volume_name)
-    with npy_writer(labels_path, volume.shape, np.uint8) as labels:
-        pseudo.label_volume(volume, clustering, labels, progress)
-    info = {"low": low, "high": high, "method": config.pseudo.method, "means": clustering.means.tolist()}
+    pc = config.pseudo
+    with ome_zarr_writer(labels_path, volume.shape, np.uint8, name="pseudo labels", **meta) as labels:
+        result = pseudo.run_stage1(from_store(volume, volume_name), labels, pc.method, pc.classes,
+                                   pc.mask or None, config.seed, progress)
+        labels.attributes["srjax"] = result.summary()
+    info = result.summary()
     write_json(info_path, info)
     return info
 
@@ -95,21 +98,26 @@ def run_pipeline(
     progress: bool = True,
     volume_name: str = "volume",
     truth_name: str = "truth",
+    voxel_size=None,
+    unit: str | None = None,
 ) -> dict:
-    """Segment ``volume`` into ``out``; returns the metrics that were written to metrics.json."""
+    """Segment ``volume`` (a TensorStore or an array) into ``out``; returns what metrics.json holds."""
     out = Path(out)
+    volume = io.as_volume(volume)
+    truth = None if truth is None else io.as_volume(truth)
+    meta = {"voxel_size": voxel_size, "unit": unit}
     mesh = train.make_mesh(devices)
     _check_inputs(volume, truth, config, mesh, volume_name, truth_name)
     _claim_directory(out, config)
     timings = {}
 
     start = time.perf_counter()
-    stage1 = _stage1(volume, out, config, volume_name, progress)
+    stage1 = _stage1(volume, out, config, volume_name, progress, meta)
     timings["stage1"] = time.perf_counter() - start
     low, high = stage1["low"], stage1["high"]
-    pseudo_labels = np.load(out / "pseudo_labels.npy", mmap_mode="r")
+    pseudo_labels = io.open_volume(out / "pseudo_labels.ome.zarr", "pseudo labels")
 
-    classes, dc = config.pseudo.classes, config.data
+    classes, dc = stage1["classes"], config.data
     model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
     loss_fn = pixel_loss(config.loss)
     params = train.init_params(model, dc.slices, dc.crop, config.seed)
@@ -160,43 +168,44 @@ def run_pipeline(
         model=model, volume=volume, low=low, high=high, num_slices=dc.slices,
         batch_size=config.predict_batch, mesh=mesh, progress=progress,
     )
-    with npy_writer(out / "stage2_labels.npy", volume.shape, np.uint8) as labels:
+    with ome_zarr_writer(out / "stage2_labels.ome.zarr", volume.shape, np.uint8, name="stage 2", **meta) as labels:
         predict_volume(params=state2.params, labels_out=labels, desc="predict stage 2", **predict)
     with (
-        npy_writer(out / "labels.npy", volume.shape, np.uint8) as labels,
-        npy_writer(out / "confidence.npy", volume.shape, np.float32) as conf,
+        ome_zarr_writer(out / "labels.ome.zarr", volume.shape, np.uint8, name="stage 3", **meta) as labels,
+        ome_zarr_writer(out / "confidence.ome.zarr", volume.shape, np.float32, name="confidence", **meta) as conf,
     ):
-        predict_volume(params=state3.teacher, labels_out=labels, confidence_out=conf, desc="predict stage 3", **predict)
+        mean_confidence = predict_volume(params=state3.teacher, labels_out=labels, confidence_out=conf,
+                                         desc="predict stage 3", **predict)
     timings["predict"] = time.perf_counter() - start
 
     predictions = {
         "pseudo": pseudo_labels,
-        "stage2": np.load(out / "stage2_labels.npy", mmap_mode="r"),
-        "stage3": np.load(out / "labels.npy", mmap_mode="r"),
+        "stage2": io.open_volume(out / "stage2_labels.ome.zarr", "stage-2 labels"),
+        "stage3": io.open_volume(out / "labels.ome.zarr", "labels"),
     }
     metrics = {
         "classes": classes,
         "stage1_means": stage1["means"],
         "devices": int(mesh.devices.size),
         "final_loss": {"stage2": history2[-1]["loss"], "stage3": history3[-1]["loss"]},
-        "mean_confidence": float(np.mean(np.load(out / "confidence.npy", mmap_mode="r"))),
+        "mean_confidence": mean_confidence,
         "seconds": timings,
     }
     z = volume.shape[0] // 2
-    columns = {key: np.asarray(pred[z]) for key, pred in predictions.items()}
+    columns = {key: io.read(pred[z], key) for key, pred in predictions.items()}
     num_colours = classes
     if truth is not None:
-        num_true = int(max(np.max(truth[i]) for i in range(truth.shape[0]))) + 1
+        num_true = int(max(io.read(truth[i], truth_name).max() for i in range(truth.shape[0]))) + 1
         metrics["scoring"] = "pixel accuracy and mIoU exclude background class 0; predicted ids are matched to true classes by maximum overlap, one-to-one unless K exceeds the true class count, then many-to-one"
         for key, pred in predictions.items():
             metrics[key] = score(confusion(pred, truth, classes, num_true))
             columns[key] = np.asarray(metrics[key]["mapping"])[columns[key]]
-        columns["truth"] = np.asarray(truth[z])
+        columns["truth"] = io.read(truth[z], truth_name)
         num_colours = num_true
     titles = {"pseudo": "pseudo label", "stage2": "stage 2", "stage3": "stage 3", "truth": "ground truth"}
     report.panel(
         out / "panel.png",
-        data.normalise(volume[z], low, high),
+        data.normalise(io.read(volume[z], volume_name), low, high),
         [(titles[key], labels) for key, labels in columns.items()],
         num_colours,
         f"slice {z}" + (" (predictions matched to true classes by maximum overlap)" if truth is not None else ""),

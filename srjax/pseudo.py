@@ -1,94 +1,303 @@
-"""Stage 1: pseudo labels by clustering voxel values.
+"""Stage 1: pseudo labels by clustering voxel values, out of core.
 
-The clustering runs on a weighted histogram of the volume, never on the voxels
-themselves, so its cost does not grow with the volume; labelling is one lookup
-(thresholds between sorted centroids) per voxel. Class ids ascend with the
-class mean, so id 0 is the darkest class whatever the clusterer's own order.
+Streaming passes over slabs of slices, each read while the previous one is
+processed: (for floats and wide integers) a range pass that also rejects NaN/Inf,
+a histogram pass, and a labelling pass through a bin -> class lookup table. Memory
+is a few slabs whatever the volume size; the clustering sees only the histogram.
+8- and 16-bit integers are histogrammed exactly, one bin per value; anything else
+gets FLOAT_BINS equal bins over its range. ``gmm-full`` clusters two features per
+voxel (its value and the mean of its 3x3x3 neighbourhood) on a 2-D histogram.
+
+Class ids ascend with the class mean, so id 0 is the darkest class. Voxels outside
+the mask are not clustered and are labelled 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from sklearn.cluster import KMeans
+from scipy import ndimage
 from tqdm import tqdm
 
+from srjax import clustering as cl
+from srjax import io
 from srjax.errors import SrjaxError
+from srjax.sources import Source, slab_depth
 
 FLOAT_BINS = 65536
-METHODS = ("kmeans",)
+FEATURE_BINS = 512  # per axis of the 2-D histogram of gmm-full
+MAX_AUTO_CLASSES = 8
+METHODS = ("kmeans", "kmeans-lloyd", "otsu", "gmm", "gmm-full")
+SLAB_BYTES = 32 << 20
 
 
 @dataclasses.dataclass(frozen=True)
-class Histogram:
-    """Counts of voxel values in equal-width bins over [low, high]."""
+class Binning:
+    """Equal-width bins ``[low + i*width, low + (i+1)*width)``; a bin per value when ``integer``."""
 
-    counts: np.ndarray
     low: float
-    high: float
+    width: float
+    bins: int
+    integer: bool
 
     @property
     def centres(self) -> np.ndarray:
-        width = (self.high - self.low) / len(self.counts)
-        return self.low + width * (np.arange(len(self.counts)) + 0.5)
+        offset = 0.0 if self.integer else 0.5
+        return self.low + self.width * (np.arange(self.bins) + offset)
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        dtype = values.dtype
+        if self.integer and dtype.itemsize <= 2 and self.bins == 1 << (8 * dtype.itemsize):
+            # The whole 8/16-bit range, a bin per value; flipping the sign bit orders signed types.
+            unsigned = np.dtype(f"u{dtype.itemsize}")
+            return values if dtype.kind == "u" else values.view(unsigned) ^ unsigned.type(1 << (8 * dtype.itemsize - 1))
+        scaled = (values.astype(np.float64) - self.low) / self.width
+        return np.fmin(np.fmax(scaled, 0), self.bins - 1).astype(np.intp)  # fmin/fmax send NaN to bin 0
 
 
 @dataclasses.dataclass(frozen=True)
-class Clustering:
-    """Class means in ascending order; a voxel takes the class of the nearest mean."""
+class Stage1:
+    """What stage 1 found: the binning, histogram, clustering and (for classes='auto') the K curve."""
 
-    means: np.ndarray
+    method: str
+    binning: Binning
+    counts: np.ndarray
+    clustering: cl.Clustering
+    low: float  # smallest and largest voxel value inside the mask
+    high: float
+    curve: dict | None = None
 
-    @property
-    def thresholds(self) -> np.ndarray:
-        return (self.means[1:] + self.means[:-1]) / 2
+    def summary(self) -> dict:
+        c = self.clustering
+        info = {"method": self.method, "classes": c.classes, "low": self.low, "high": self.high,
+                "means": c.means.tolist(), "objective": c.objective,
+                "objective_name": "log-likelihood" if self.method.startswith("gmm") else "within-class sum of squares"}
+        if c.thresholds is not None:
+            info["thresholds"] = c.thresholds.tolist()
+        if self.curve is not None:
+            info["choice_of_k"] = self.curve
+        return info
 
-    def label(self, values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.thresholds, values).astype(np.uint8)
+
+def circle_mask(shape) -> np.ndarray:
+    """[H, W] disc inscribed in the slice: the field of view of a parallel-beam reconstruction."""
+    h, w = shape[-2:]
+    y, x = np.ogrid[:h, :w]
+    radius = min(h, w) / 2
+    return (y - (h - 1) / 2) ** 2 + (x - (w - 1) / 2) ** 2 <= radius * radius
 
 
-def value_range(volume, name: str = "volume", progress: bool = False) -> tuple[float, float]:
-    """Min and max over the volume slab by slab; rejects NaN/Inf and constant volumes."""
+class Mask:
+    """Which voxels are clustered: all, the reconstruction circle, or a volume's nonzero voxels."""
+
+    def __init__(self, spec, shape, name: str = "mask"):
+        self.volume, self.disc = None, None
+        if spec == "circle":
+            self.disc = circle_mask(shape)
+        elif spec is not None:
+            self.volume = io.open_volume(spec, name, cache_bytes=0) if isinstance(spec, str) else io.as_volume(spec)
+            if tuple(self.volume.shape) != tuple(shape):
+                raise SrjaxError(f"{name} has shape {tuple(self.volume.shape)} but the volume is {tuple(shape)}")
+
+    def __call__(self, z: int) -> np.ndarray | None:
+        """[H, W] bool of slice ``z``, or None for no mask."""
+        if self.disc is not None:
+            return self.disc
+        if self.volume is not None:
+            return io.read(self.volume[z], "mask") != 0
+        return None
+
+
+def _slabs(source: Source, halo: int, desc: str, progress: bool):
+    """Yield (start, stop, first, slab): slices [first, ...) covering [start, stop) plus
+    ``halo`` slices each side, the next slab read while the caller works on this one."""
+    n = source.shape[0]
+    depth = slab_depth(source.shape, source.dtype, SLAB_BYTES)
+    starts = list(range(0, n, depth))
+
+    def read(start):
+        return source.read(max(start - halo, 0), min(start + depth + halo, n))
+
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(read, starts[0])
+        for index, start in enumerate(tqdm(starts, desc=desc, unit="slab", disable=not progress)):
+            slab = np.asarray(pending.result())
+            if index + 1 < len(starts):
+                pending = reader.submit(read, starts[index + 1])
+            yield start, min(start + depth, n), max(start - halo, 0), slab
+
+
+def _per_slice(fn, starts_and_slabs, workers: int):
+    """Apply ``fn(z, slab, first)`` to every slice, a slab at a time on ``workers`` threads."""
+    with ThreadPoolExecutor(workers) as pool:
+        for start, stop, first, slab in starts_and_slabs:
+            yield start, stop, list(pool.map(lambda z: fn(z, slab, first), range(start, stop)))
+
+
+class Features:
+    """Histogram bin ids of one slice: the value's bin, or a 2-D bin of (value, 3x3x3 mean)."""
+
+    def __init__(self, binning: Binning, two_d: bool):
+        self.binning, self.two_d = binning, two_d
+        self.halo = 1 if two_d else 0
+        self.bins = binning.bins**2 if two_d else binning.bins
+
+    def ids(self, z: int, slab: np.ndarray, first: int, depth: int) -> np.ndarray:
+        values = slab[z - first]
+        if not self.two_d:
+            return self.binning.index(values)
+        window = slab[[max(z - 1, 0) - first, z - first, min(z + 1, depth - 1) - first]]
+        smooth = ndimage.uniform_filter(window.astype(np.float64), size=3, mode="reflect")[1]
+        return self.binning.index(values).astype(np.intp) * self.binning.bins + self.binning.index(smooth)
+
+
+def _workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def value_range(source: Source, mask: Mask, progress: bool = False) -> tuple[float, float]:
+    """Min and max inside the mask, slab by slab; rejects NaN/Inf there, and constant volumes."""
+
+    def extremes(z, slab, first):
+        values = slab[z - first]
+        inside = mask(z)
+        values = values if inside is None else values[inside]
+        if values.size == 0:
+            return np.inf, -np.inf
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise SrjaxError(f"{source.name} has NaN or Inf voxels (first in slice {z}); "
+                             "clean them or exclude them with a mask")
+        return float(values.min()), float(values.max())
+
     low, high = np.inf, -np.inf
-    for z in tqdm(range(volume.shape[0]), desc="stage 1: range", unit="slice", disable=not progress):
-        slab = np.asarray(volume[z])
-        if not np.isfinite(slab).all():
-            raise SrjaxError(f"{name} has NaN or Inf voxels (first in slice {z}); clean or mask them before segmenting")
-        low, high = min(low, float(slab.min())), max(high, float(slab.max()))
+    for _, _, parts in _per_slice(extremes, _slabs(source, 0, "stage 1: range", progress), _workers()):
+        low, high = min([low] + [p[0] for p in parts]), max([high] + [p[1] for p in parts])
+    if low > high:
+        raise SrjaxError(f"{source.name}: the mask excludes every voxel")
     if low == high:
-        raise SrjaxError(f"{name} is constant (every voxel is {low}); there is nothing to segment")
+        raise SrjaxError(f"{source.name} is constant (every voxel is {low}); there is nothing to segment")
     return low, high
 
 
-def histogram(volume, low: float, high: float, bins: int = FLOAT_BINS, progress: bool = False) -> Histogram:
-    counts = np.zeros(bins, np.int64)
-    for z in tqdm(range(volume.shape[0]), desc="stage 1: histogram", unit="slice", disable=not progress):
-        slab = np.asarray(volume[z], np.float64)
-        index = np.clip(((slab - low) / (high - low) * bins).astype(np.int64), 0, bins - 1)
-        counts += np.bincount(index.ravel(), minlength=bins)
-    return Histogram(counts, low, high)
+def choose_binning(source: Source, mask: Mask, two_d: bool, progress: bool = False) -> tuple[Binning, tuple | None]:
+    """The binning, and the exact value range when a range pass was needed to find it."""
+    dtype = np.dtype(source.dtype)
+    if dtype.kind in "iu" and dtype.itemsize <= 2 and not two_d:
+        return Binning(float(np.iinfo(dtype).min), 1.0, 1 << (8 * dtype.itemsize), True), None
+    low, high = value_range(source, mask, progress)
+    if two_d:
+        return Binning(low, (high - low) / FEATURE_BINS * (1 + 1e-12), FEATURE_BINS, False), (low, high)
+    if dtype.kind in "iu" and high - low < FLOAT_BINS:
+        return Binning(low, 1.0, int(high - low) + 1, True), (low, high)
+    # The 1e-12 widening puts the maximum inside the last bin.
+    return Binning(low, (high - low) / FLOAT_BINS * (1 + 1e-12), FLOAT_BINS, False), (low, high)
 
 
-def cluster(hist: Histogram, classes: int, method: str = "kmeans", seed: int = 0, name: str = "volume") -> Clustering:
+def histogram(source: Source, features: Features, mask: Mask, progress: bool = False) -> np.ndarray:
+    depth = source.shape[0]
+
+    def count(z, slab, first):
+        ids, inside = features.ids(z, slab, first, depth), mask(z)
+        return np.bincount((ids if inside is None else ids[inside]).ravel(), minlength=features.bins)
+
+    counts = np.zeros(features.bins, np.int64)
+    for _, _, parts in _per_slice(count, _slabs(source, features.halo, "stage 1: histogram", progress), _workers()):
+        counts += np.sum(parts, axis=0)
+    return counts
+
+
+def label(source: Source, features: Features, table: np.ndarray, mask: Mask, writer, progress: bool = False) -> None:
+    """Write the class of every voxel (0 outside the mask) into ``writer`` slab by slab."""
+    depth = source.shape[0]
+
+    def lookup(z, slab, first):
+        out = np.take(table, features.ids(z, slab, first, depth))
+        inside = mask(z)
+        if inside is not None:
+            out[~inside] = 0
+        return out
+
+    for start, stop, parts in _per_slice(lookup, _slabs(source, features.halo, "stage 1: label", progress),
+                                         _workers()):
+        writer[start:stop] = np.stack(parts)
+
+
+def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: int = 0,
+            name: str = "volume", two_d: bool = False) -> tuple[cl.Clustering, dict | None]:
+    """Cluster the occupied bins; ``classes`` is K or 'auto'. Returns the clustering and the K curve."""
     if method not in METHODS:
         raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
-    occupied = np.flatnonzero(hist.counts)
-    if classes < 2:
-        raise SrjaxError(f"--classes {classes}: need at least 2 classes")
-    if classes > len(occupied):
-        raise SrjaxError(
-            f"--classes {classes} is more than the {len(occupied)} distinct values in {name}; lower --classes"
-        )
-    values = hist.centres[occupied].reshape(-1, 1)
-    # tol=0: sklearn scales tol by the unweighted variance of the bin centres, which
-    # would stop Lloyd far from convergence on a histogram.
-    km = KMeans(n_clusters=classes, n_init=4, random_state=seed, tol=0.0, max_iter=1000)
-    km.fit(values, sample_weight=hist.counts[occupied].astype(np.float64))
-    return Clustering(np.sort(km.cluster_centers_.ravel()))
+    occupied = np.flatnonzero(counts)
+    if len(occupied) == 0:
+        raise SrjaxError(f"{name}: the mask excludes every voxel")
+    w = counts[occupied].astype(np.float64)
+    x = bin_points(binning, occupied, two_d)
+    distinct = len(np.unique(x if x.ndim == 1 else x[:, 0]))
+    if distinct == 1:
+        raise SrjaxError(f"{name} is constant (one value inside the mask); there is nothing to segment")
+    # Binned floats spread each bin's voxels over its width: a variance floor of width^2/12.
+    reg = cl.REG_COVAR + (0.0 if binning.integer else binning.width**2 / 12)
+    curve = None
+    if classes == "auto":
+        classes, curve = choose_classes(method, x, w, min(MAX_AUTO_CLASSES, distinct), seed, reg)
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise SrjaxError(f"classes={classes!r}: need an integer of at least 2, or 'auto'")
+    if classes > min(distinct, 255):
+        raise SrjaxError(f"classes={classes} is more than the {distinct} distinct values in {name}; lower the classes")
+    return fit(method, x, w, classes, seed, reg), curve
 
 
-def label_volume(volume, clustering: Clustering, out: np.ndarray, progress: bool = False) -> np.ndarray:
-    for z in tqdm(range(volume.shape[0]), desc="stage 1: label", unit="slice", disable=not progress):
-        out[z] = clustering.label(np.asarray(volume[z]))
-    return out
+def bin_points(binning: Binning, ids: np.ndarray, two_d: bool) -> np.ndarray:
+    """Feature values of histogram bins: [n] centres, or [n, 2] for 2-D bins."""
+    centres = binning.centres
+    if two_d:
+        return np.stack([centres[ids // binning.bins], centres[ids % binning.bins]], axis=1)
+    return centres[ids]
+
+
+def fit(method: str, x, w, classes: int, seed: int, reg: float) -> cl.Clustering:
+    if method == "kmeans":
+        return cl.kmeans_exact(x, w, classes)
+    if method == "kmeans-lloyd":
+        return cl.kmeans_lloyd(x, w, classes, seed)
+    if method == "otsu":
+        return cl.multi_otsu(x, w, classes)
+    return cl.gmm(x, w, classes, reg)
+
+
+def choose_classes(method: str, x, w, max_classes: int, seed: int, reg: float) -> tuple[int, dict]:
+    """K by the elbow of the k-means SSE curve, or by the lowest BIC for the GMMs."""
+    ks = list(range(1, max_classes + 1))
+    if method.startswith("gmm"):
+        dims = 1 if x.ndim == 1 else x.shape[1]
+        bic = [float(-2 * fit(method, x, w, k, seed, reg).objective + cl.gmm_parameter_count(k, dims) * np.log(w.sum()))
+               for k in ks]
+        choice = max(ks[int(np.argmin(bic))], 2)
+        return choice, {"rule": "lowest BIC", "k": ks, "bic": bic, "chosen": choice}
+    sse, _ = cl.optimal_partitions(x, w, max_classes)
+    choice = max(cl.elbow(sse), 2)
+    return choice, {"rule": "elbow of the within-class sum of squares", "k": ks, "sse": sse.tolist(), "chosen": choice}
+
+
+def run_stage1(source: Source, writer, method: str = "kmeans", classes=4, mask=None, seed: int = 0,
+               progress: bool = False) -> Stage1:
+    """Cluster ``source``'s voxel values and write its labels into ``writer`` (anything
+    that takes ``writer[start:stop] = slab``)."""
+    if method not in METHODS:
+        raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
+    mask = mask if isinstance(mask, Mask) else Mask(mask, source.shape)
+    two_d = method == "gmm-full"
+    binning, value_range_found = choose_binning(source, mask, two_d, progress)
+    features = Features(binning, two_d)
+    counts = histogram(source, features, mask, progress)
+    clustering, curve = cluster(method, binning, counts, classes, seed, source.name, two_d)
+    if value_range_found is None:  # exact bins: the occupied ones are the extreme values
+        occupied = np.flatnonzero(counts)
+        value_range_found = binning.centres[occupied[[0, -1]]]
+    table = clustering.classify(bin_points(binning, np.arange(features.bins), two_d))
+    label(source, features, table, mask, writer, progress)
+    low, high = value_range_found
+    return Stage1(method, binning, counts, clustering, float(low), float(high), curve)
