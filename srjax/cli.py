@@ -205,6 +205,10 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except SrjaxError as err:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", [])):  # bars the error cut short: end their lines first
+            bar.close()
         print(f"srjax: error: {err}", file=sys.stderr)
         return 2
     return 0

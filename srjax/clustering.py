@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 
 LLOYD_MAX_ITER = 300
 EM_MAX_ITER = 1000
-EM_TOL = 1e-9  # change in mean log-likelihood per voxel at which EM stops
+EM_TOL = 1e-6  # change in mean log-likelihood per voxel at which EM stops (scikit-learn: 1e-3)
 REG_COVAR = 1e-6  # added to every variance, as scikit-learn does
 
 
@@ -203,11 +203,11 @@ def kmeans_lloyd(x, w, classes: int, seed: int = 0, n_init: int = 10) -> Cluster
 def _gaussian_log_density(points, means, covariances):
     """log N(points | mean_k, cov_k) for [n, d] points and K components: [n, K]."""
     d = points.shape[1]
-    chol = np.linalg.cholesky(covariances)
-    diff = points[:, None, :] - means[None]
-    solved = np.linalg.solve(chol[None], diff[..., None])[..., 0]
-    log_det = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)
-    return -0.5 * ((solved**2).sum(-1) + d * np.log(2 * np.pi) + log_det)
+    # Whitening by the inverse Cholesky factor of each covariance, as scikit-learn does.
+    precision_chol = np.linalg.inv(np.linalg.cholesky(covariances)).transpose(0, 2, 1)
+    log_det = 2 * np.log(np.diagonal(precision_chol, axis1=1, axis2=2)).sum(1)
+    mahalanobis = np.stack([(((points - m) @ p) ** 2).sum(1) for m, p in zip(means, precision_chol)], axis=1)
+    return -0.5 * (mahalanobis + d * np.log(2 * np.pi)) + 0.5 * log_det
 
 
 def em(points, w, resp, reg: float, max_iter: int = EM_MAX_ITER, tol: float = EM_TOL):
@@ -218,8 +218,9 @@ def em(points, w, resp, reg: float, max_iter: int = EM_MAX_ITER, tol: float = EM
     for _ in range(max_iter):
         nk = (w[:, None] * resp).sum(0) + 10 * np.finfo(float).eps
         means = (w[:, None] * resp).T @ points / nk[:, None]
-        diff = points[:, None, :] - means[None]
-        cov = np.einsum("n,nk,nki,nkj->kij", w, resp, diff, diff) / nk[:, None, None] + reg * np.eye(d)
+        cov = np.stack([
+            ((w * r)[:, None] * (points - m)).T @ (points - m) / n for r, m, n in zip(resp.T, means, nk)
+        ]) + reg * np.eye(d)
         log_prob = _gaussian_log_density(points, means, cov) + np.log(nk / total)
         log_norm = logsumexp(log_prob, axis=1)
         resp = np.exp(log_prob - log_norm[:, None])

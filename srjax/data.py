@@ -72,6 +72,7 @@ def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, ep
             f"{epochs} epoch(s) of {depth} slices give fewer crops than one batch of {config.batch_size}; "
             "raise the epochs or lower data.batch_size"
         )
+    volume, labels = io.as_volume(volume), None if labels is None else io.as_volume(labels)
     sampler = CropSampler(volume, labels, config.slices, config.crop, low, high)
     return (
         grain.MapDataset.range(depth)

@@ -228,6 +228,15 @@ class OmeZarrWriter:
         while len(self.pending) > MAX_PENDING_WRITES * len(self.levels):
             wait(self.pending.pop(0), self.name)
 
+    def abandon(self) -> None:
+        """Let writes in flight land before the partial output is deleted."""
+        for future in self.pending:
+            try:
+                future.result()
+            except ValueError:
+                pass
+        self.pending = []
+
     def finish(self) -> None:
         for future in self.pending:
             wait(future, self.name)
@@ -240,7 +249,11 @@ def ome_zarr_writer(path: str | Path, shape, dtype, **kwargs):
     """An ``OmeZarrWriter`` that appears at ``path`` only once the block exits cleanly."""
     with atomic_path(path) as tmp:
         writer = OmeZarrWriter(tmp, shape, dtype, **kwargs)
-        yield writer
+        try:
+            yield writer
+        except BaseException:
+            writer.abandon()
+            raise
         writer.finish()
 
 

@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from srjax import config as cfg  # noqa: E402
+from srjax import io  # noqa: E402
 from srjax.phantom import PhantomSpec, make_phantom  # noqa: E402
 
 TINY_SHAPE = (8, 48, 48)
@@ -29,3 +30,8 @@ def tiny_files(tmp_path_factory, tiny_phantom):
     np.save(root / "truth.npy", truth)
     (root / "tiny.json").write_text(json.dumps(cfg.to_dict(cfg.tiny_config())))
     return root
+
+
+def read_all(path):
+    """A whole (small) volume from a store on disk."""
+    return io.read(io.open_volume(path), str(path))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import read_all
 from srjax.cli import main
 
 
@@ -28,12 +29,13 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
         for key in ("pixel_accuracy", "miou"):
             assert 0.0 <= metrics[stage][key] <= 1.0
     volume = np.load(tiny_files / "volume.npy")
-    labels, confidence = np.load(out / "labels.npy"), np.load(out / "confidence.npy")
+    labels, confidence = read_all(out / "labels.ome.zarr"), read_all(out / "confidence.ome.zarr")
     assert labels.shape == volume.shape and labels.max() < 4
     assert confidence.min() >= 0.25 - 1e-6 and confidence.max() <= 1.0
     assert (out / "panel.png").stat().st_size > 1000
     assert json.loads((out / "config.json").read_text())["pseudo"]["classes"] == 4
     assert not list(out.glob(".*partial"))
+    np.testing.assert_array_equal(read_all(out / "volume.ome.zarr"), volume)
 
 
 def _bad_input_cases(tmp_path):
@@ -72,7 +74,8 @@ def test_bad_input_gets_one_line_and_no_output(tmp_path, capsys, tiny_files):
         errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("srjax: error:")]
         assert code == 2, name
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, (name, err)
-        assert not (out / "metrics.json").exists() and not (out / "labels.npy").exists(), name
+        assert not (out / "metrics.json").exists() and not (out / "labels.ome.zarr").exists(), name
+        assert not (out / "pseudo_labels.ome.zarr").exists(), name
 
 
 def test_rerun_with_another_config_is_refused(tmp_path, capsys, tiny_files):

@@ -17,6 +17,7 @@ from srjax import config as cfg
 from srjax import data, train
 from srjax.losses import pixel_loss
 from srjax.models import build_model
+from conftest import read_all
 
 
 def test_ema_update_by_hand():
@@ -94,8 +95,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_files):
     straight, resumed = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "killed")
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
-    for name in ("labels.npy", "confidence.npy", "pseudo_labels.npy"):
-        np.testing.assert_array_equal(np.load(tmp_path / "straight" / name), np.load(tmp_path / "killed" / name))
+    for name in ("labels.ome.zarr", "confidence.ome.zarr", "pseudo_labels.ome.zarr"):
+        np.testing.assert_array_equal(read_all(tmp_path / "straight" / name), read_all(tmp_path / "killed" / name))
 
 
 def test_batch_not_divisible_by_devices_is_refused(tmp_path, tiny_phantom):

@@ -7,7 +7,7 @@ background) per view, each prediction rotated back before scoring.
 
   python tools/view_consistency.py RUN_DIR [--stage stage2|stage3] [--volume V --truth T]
 
-VOLUME and TRUTH default to a demo run's RUN_DIR/phantom/volume.npy and truth.npy.
+VOLUME and TRUTH default to a demo run's RUN_DIR/phantom/volume.ome.zarr and truth.ome.zarr.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from srjax import config as cfg
 from srjax.augment import dihedral
 from srjax.data import read_stack
-from srjax.io import open_volume
+from srjax.io import open_volume, read
 from srjax.metrics import confusion, score
 from srjax.models import build_model
 
@@ -35,8 +35,8 @@ VIEWS = ("identity", "rot90", "rot180", "rot270", "flip-h", "flip-v", "transpose
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--volume", type=Path, help="default: RUN/phantom/volume.npy")
-    parser.add_argument("--truth", type=Path, help="default: RUN/phantom/truth.npy")
+    parser.add_argument("--volume", type=Path, help="default: RUN/phantom/volume.ome.zarr")
+    parser.add_argument("--truth", type=Path, help="default: RUN/phantom/truth.ome.zarr")
     parser.add_argument("--stage", choices=("stage2", "stage3"), default="stage2")
     args = parser.parse_args()
 
@@ -45,12 +45,13 @@ def main() -> None:
     step = max(int(p.name) for p in directory.iterdir() if p.name.isdigit())
     state = ocp.StandardCheckpointer().restore((directory / str(step) / "state").absolute())
     params = state["teacher" if args.stage == "stage3" else "params"]
-    classes = config.pseudo.classes
-    model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
     stage1 = json.loads((args.run / "stage1.json").read_text())
-    volume = open_volume(args.volume or args.run / "phantom" / "volume.npy", "--volume")
-    truth = open_volume(args.truth or args.run / "phantom" / "truth.npy", "--truth")
-    num_true = int(np.max(truth)) + 1
+    classes = stage1["classes"]
+    model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
+    volume = open_volume(args.volume or args.run / "phantom" / "volume.ome.zarr", "--volume")
+    truth = open_volume(args.truth or args.run / "phantom" / "truth.ome.zarr", "--truth")
+    truth = read(truth, "--truth")
+    num_true = int(truth.max()) + 1
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
     full = slice(None)
     print(f"{args.stage} of {args.run}: scores per view, without background")
