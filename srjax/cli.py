@@ -122,12 +122,12 @@ def cmd_pseudo(args) -> None:
 
     import numpy as np
 
-    from srjax.io import ome_zarr_writer
+    from srjax.io import LABEL_CHUNKS, ome_zarr_writer
     from srjax.pseudo import run_stage1
     from srjax.sources import open_source
 
     source = open_source(args.volume, "volume", args.dataset)
-    with ome_zarr_writer(args.out, source.shape, np.uint8, name="pseudo labels",
+    with ome_zarr_writer(args.out, source.shape, np.uint8, name="pseudo labels", chunks=LABEL_CHUNKS,
                          voxel_size=source.voxel_size, unit=source.unit) as writer:
         result = run_stage1(source, writer, args.method, args.classes, args.mask, args.seed, progress=True)
         writer.attributes["srjax"] = result.summary()
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help=volume_help)
     p.add_argument("out", help="the OME-Zarr to write, e.g. scan.ome.zarr")
     p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
-    p.add_argument("--chunks", type=_shape, default=(1, 256, 256), help="chunk shape Z,Y,X (default 1,256,256)")
+    p.add_argument("--chunks", type=_shape, default=(1, 512, 512), help="chunk shape Z,Y,X (default 1,512,512)")
     p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the source's, if recorded)")
     p.add_argument("--unit", help="unit of --voxel-size, e.g. micrometer")
     p.set_defaults(func=cmd_import)

@@ -21,8 +21,12 @@ import tensorstore as ts
 from srjax.errors import SrjaxError
 
 OME_VERSION = "0.4"
-# One slice per chunk: a 2.5D stack reads exactly its S slices, a crop only the tiles it covers.
-DEFAULT_CHUNKS = (1, 256, 256)
+# One slice per chunk: a 2.5D stack reads exactly its S slices, a 512^2 crop at most 4 tiles of
+# each. Smaller tiles cost more in per-file overhead than they save in bytes read.
+DEFAULT_CHUNKS = (1, 512, 512)
+# Label-type outputs are written a slab at a time and read one slice per crop: a file per slice
+# (up to 2048^2) makes writing them several times faster, as creating files dominates.
+LABEL_CHUNKS = (1, 2048, 2048)
 COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
 READ_CACHE_BYTES = 256 << 20
 PYRAMID_MIN_SIDE = 256  # stop adding levels once a level's slices would be smaller than this

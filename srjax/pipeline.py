@@ -80,7 +80,8 @@ def _stage1(volume, out: Path, config: Config, volume_name: str, progress: bool,
     if info_path.exists() and labels_path.exists():
         return json.loads(info_path.read_text())
     pc = config.pseudo
-    with ome_zarr_writer(labels_path, volume.shape, np.uint8, name="pseudo labels", **meta) as labels:
+    with ome_zarr_writer(labels_path, volume.shape, np.uint8, name="pseudo labels", chunks=io.LABEL_CHUNKS,
+                         **meta) as labels:
         result = pseudo.run_stage1(from_store(volume, volume_name), labels, pc.method, pc.classes,
                                    pc.mask or None, config.seed, progress)
         labels.attributes["srjax"] = result.summary()
@@ -168,11 +169,12 @@ def run_pipeline(
         model=model, volume=volume, low=low, high=high, num_slices=dc.slices,
         batch_size=config.predict_batch, mesh=mesh, progress=progress,
     )
-    with ome_zarr_writer(out / "stage2_labels.ome.zarr", volume.shape, np.uint8, name="stage 2", **meta) as labels:
+    outputs = dict(chunks=io.LABEL_CHUNKS, **meta)
+    with ome_zarr_writer(out / "stage2_labels.ome.zarr", volume.shape, np.uint8, name="stage 2", **outputs) as labels:
         predict_volume(params=state2.params, labels_out=labels, desc="predict stage 2", **predict)
     with (
-        ome_zarr_writer(out / "labels.ome.zarr", volume.shape, np.uint8, name="stage 3", **meta) as labels,
-        ome_zarr_writer(out / "confidence.ome.zarr", volume.shape, np.float32, name="confidence", **meta) as conf,
+        ome_zarr_writer(out / "labels.ome.zarr", volume.shape, np.uint8, name="stage 3", **outputs) as labels,
+        ome_zarr_writer(out / "confidence.ome.zarr", volume.shape, np.float32, name="confidence", **outputs) as conf,
     ):
         mean_confidence = predict_volume(params=state3.teacher, labels_out=labels, confidence_out=conf,
                                          desc="predict stage 3", **predict)

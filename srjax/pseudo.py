@@ -32,6 +32,7 @@ FEATURE_BINS = 512  # per axis of the 2-D histogram of gmm-full
 MAX_AUTO_CLASSES = 8
 METHODS = ("kmeans", "kmeans-lloyd", "otsu", "gmm", "gmm-full")
 SLAB_BYTES = 32 << 20
+BINCOUNT_BLOCK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +202,11 @@ def histogram(source: Source, features: Features, mask: Mask, progress: bool = F
 
     def count(z, slab, first):
         ids, inside = features.ids(z, slab, first, depth), mask(z)
-        return np.bincount((ids if inside is None else ids[inside]).ravel(), minlength=features.bins)
+        ids = (ids if inside is None else ids[inside]).ravel()
+        counts = np.zeros(features.bins, np.int64)
+        for start in range(0, len(ids), BINCOUNT_BLOCK):  # bincount casts to intp: keep that copy in cache
+            counts += np.bincount(ids[start : start + BINCOUNT_BLOCK], minlength=features.bins)
+        return counts
 
     counts = np.zeros(features.bins, np.int64)
     for _, _, parts in _per_slice(count, _slabs(source, features.halo, "stage 1: histogram", progress), _workers()):
@@ -213,16 +218,17 @@ def label(source: Source, features: Features, table: np.ndarray, mask: Mask, wri
     """Write the class of every voxel (0 outside the mask) into ``writer`` slab by slab."""
     depth = source.shape[0]
 
-    def lookup(z, slab, first):
-        out = np.take(table, features.ids(z, slab, first, depth))
+    def lookup(z, slab, first, out):
+        np.take(table, features.ids(z, slab, first, depth), out=out)
         inside = mask(z)
         if inside is not None:
             out[~inside] = 0
-        return out
 
-    for start, stop, parts in _per_slice(lookup, _slabs(source, features.halo, "stage 1: label", progress),
-                                         _workers()):
-        writer[start:stop] = np.stack(parts)
+    with ThreadPoolExecutor(_workers()) as pool:
+        for start, stop, first, slab in _slabs(source, features.halo, "stage 1: label", progress):
+            labels = np.empty((stop - start, *source.shape[1:]), np.uint8)
+            list(pool.map(lambda z: lookup(z, slab, first, labels[z - start]), range(start, stop)))
+            writer[start:stop] = labels
 
 
 def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: int = 0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ class Source:
     name: str
     shape: tuple
     dtype: np.dtype
-    read: object
+    read: Callable[[int, int], np.ndarray]
     voxel_size: list | None = None
     unit: str | None = None
     attributes: dict = dataclasses.field(default_factory=dict)
