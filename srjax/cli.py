@@ -82,7 +82,7 @@ def cmd_demo(args) -> None:
 
 def cmd_run(args) -> None:
     from srjax import io
-    from srjax.pipeline import run_pipeline
+    from srjax.pipeline import check_config, run_pipeline
     from srjax.report import score_table
     from srjax.sources import as_store
 
@@ -91,6 +91,7 @@ def cmd_run(args) -> None:
     overrides += [f"pseudo.method={args.method}"] if args.method else []
     overrides += [f"pseudo.mask={args.mask}"] if args.mask else []
     config = cfg.apply_overrides(config, overrides)
+    check_config(config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     volume_path = as_store(args.volume, out, "volume", "volume", args.dataset)
@@ -142,6 +143,43 @@ def cmd_pseudo(args) -> None:
     print(f"wrote {args.out}")
 
 
+def cmd_explain(args) -> None:
+    import json
+
+    import numpy as np
+
+    from srjax import io
+    from srjax.data import normalise, read_stack
+    from srjax.explain import grad_cam
+    from srjax.models import build_model
+    from srjax.report import overlay
+    from srjax.train import latest_params
+
+    run = Path(args.run)
+    if not (run / "config.json").exists() or not (run / "stage1.json").exists():
+        raise SrjaxError(f"{run} is not an srjax run directory (no config.json and stage1.json)")
+    config = cfg.load(run / "config.json")
+    stage1 = json.loads((run / "stage1.json").read_text())
+    default_volume = run / "volume.ome.zarr" if (run / "volume.ome.zarr").exists() else run / "phantom" / "volume.ome.zarr"
+    volume = io.open_volume(args.volume or default_volume, "--volume")
+    if not 0 <= args.slice < volume.shape[0]:
+        raise SrjaxError(f"--slice {args.slice} is outside the volume's 0-{volume.shape[0] - 1}")
+    params = latest_params(run / "checkpoints" / args.stage, "teacher" if args.stage == "stage3" else "params")
+    model = build_model(config.model.name, stage1["classes"], config.model.width, config.model.dropout)
+    full = slice(None)
+    image = read_stack(volume, args.slice, config.data.slices, full, full, stage1["low"], stage1["high"])
+    cam = grad_cam(model, params, image, args.cls, args.layer)
+    layer = args.layer or model.cam_layer
+    prefix = Path(args.out) if args.out else run / f"gradcam_{args.stage}_slice{args.slice}_class{args.cls}"
+    with io.atomic_path(prefix.with_suffix(".npy")) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, cam.astype(np.float32))
+    middle = normalise(io.read(volume[args.slice], "--volume"), stage1["low"], stage1["high"])
+    overlay(prefix.with_suffix(".png"), middle, cam,
+            f"Grad-CAM of class {args.cls} at {layer} ({config.model.name}, {args.stage}), slice {args.slice}")
+    print(f"wrote {prefix.with_suffix('.png')} and {prefix.with_suffix('.npy')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srjax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
     p.add_argument("--seed", type=int, default=0, help="seed of kmeans-lloyd's k-means++")
     p.set_defaults(func=cmd_pseudo)
+
+    p = sub.add_parser("explain", help="Grad-CAM of a run's model for one class on one slice")
+    p.add_argument("run", help="a run's output directory")
+    p.add_argument("--slice", type=int, required=True, help="slice index")
+    p.add_argument("--class", dest="cls", type=int, required=True, help="class id (as in the run's labels)")
+    p.add_argument("--layer", help="module path (default: the model's cam_layer, e.g. bottleneck)")
+    p.add_argument("--stage", choices=("stage2", "stage3"), default="stage3")
+    p.add_argument("--volume", help="default: the run's volume.ome.zarr (or phantom/volume.ome.zarr)")
+    p.add_argument("--out", help="output prefix for .png and .npy (default: in the run directory)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("phantom", help="write a synthetic SR-CT volume and its ground truth")
     p.add_argument("out", help="output directory (volume.ome.zarr, truth.ome.zarr)")

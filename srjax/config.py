@@ -39,8 +39,16 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """The loss and every loss's parameters, at the defaults of the paper that proposed it."""
+
     name: str = "label_smoothing"
-    smoothing: float = 0.1
+    smoothing: float = 0.1  # label_smoothing: epsilon
+    soft_beta: float = 0.95  # bootstrap_soft: weight of the label against the prediction
+    hard_beta: float = 0.8  # bootstrap_hard
+    gce_q: float = 0.7
+    sce_alpha: float = 0.1
+    sce_beta: float = 1.0
+    focal_gamma: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,12 +1,24 @@
-"""Per-pixel segmentation losses and their (masked) means.
+"""Per-pixel segmentation losses for noisy labels, and their (masked) means.
 
+The paper's six (Table II), each ``(logits [..., K], labels [...]) -> [...]``:
+
+- ``cross_entropy``.
+- ``label_smoothing`` (Szegedy et al. 2016): CE against (1-eps)*one-hot + eps/K.
+- ``bootstrap_soft`` / ``bootstrap_hard`` (Reed et al. 2015): CE against
+  beta*one-hot + (1-beta)*p, with p the prediction (soft) or its argmax (hard).
+- ``gce`` (Zhang & Sabuncu 2018): (1 - p_y^q) / q, CE as q -> 0, MAE at q = 1.
+- ``sce`` (Wang et al. 2019): alpha*CE + beta*RCE, RCE = -sum_k p_k log t_k with
+  log 0 clipped to A = -4.
+- ``focal`` (Lin et al. 2017): -(1 - p_y)^gamma log p_y.
+
+Defaults are the cited papers' (see ``LossConfig``); each reduces to plain CE at its
+neutral setting (eps = 0, beta = 1, q -> 0, alpha = 1 and beta = 0, gamma = 0). In
+stage 3 the same per-pixel loss is averaged over the confident pixels only.
 Written with ``log_softmax`` and one-hot targets rather than optax's integer-label
 CE, which fails under grad on batch-sharded arrays with explicit mesh axes.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,20 +26,53 @@ import jax.numpy as jnp
 from srjax.config import LossConfig
 from srjax.errors import SrjaxError
 
+RCE_LOG_ZERO = -4.0  # Wang et al.'s A: log 0 in the reverse cross-entropy
+
+
+def _one_hot(logits, labels):
+    return jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+
 
 def cross_entropy(logits, labels, smoothing: float = 0.0):
-    """Per-pixel CE of ``logits`` [..., K] against integer ``labels`` [...];
-    ``smoothing`` spreads that much target mass uniformly over the K classes."""
-    num_classes = logits.shape[-1]
-    target = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
+    """CE against integer ``labels``; ``smoothing`` spreads that much target mass over all K classes."""
+    target = _one_hot(logits, labels)
     if smoothing:
-        target = target * (1.0 - smoothing) + smoothing / num_classes
+        target = target * (1.0 - smoothing) + smoothing / logits.shape[-1]
     return -(target * jax.nn.log_softmax(logits)).sum(-1)
 
 
+def bootstrap(logits, labels, beta: float, hard: bool):
+    """CE against a blend of the label and the model's own (soft or argmax) prediction."""
+    log_p = jax.nn.log_softmax(logits)
+    own = _one_hot(logits, logits.argmax(-1)) if hard else jnp.exp(log_p)
+    target = beta * _one_hot(logits, labels) + (1.0 - beta) * own
+    return -(target * log_p).sum(-1)
+
+
+def generalized_cross_entropy(logits, labels, q: float):
+    p_label = (jax.nn.softmax(logits) * _one_hot(logits, labels)).sum(-1)
+    return (1.0 - p_label**q) / q
+
+
+def symmetric_cross_entropy(logits, labels, alpha: float, beta: float):
+    target = _one_hot(logits, labels)
+    reverse = -(jax.nn.softmax(logits) * jnp.where(target > 0, 0.0, RCE_LOG_ZERO)).sum(-1)
+    return alpha * cross_entropy(logits, labels) + beta * reverse
+
+
+def focal(logits, labels, gamma: float):
+    log_p_label = (jax.nn.log_softmax(logits) * _one_hot(logits, labels)).sum(-1)
+    return -((1.0 - jnp.exp(log_p_label)) ** gamma) * log_p_label
+
+
 LOSSES = {
-    "cross_entropy": lambda cfg: cross_entropy,
-    "label_smoothing": lambda cfg: functools.partial(cross_entropy, smoothing=cfg.smoothing),
+    "cross_entropy": lambda c: cross_entropy,
+    "label_smoothing": lambda c: lambda x, y: cross_entropy(x, y, c.smoothing),
+    "bootstrap_soft": lambda c: lambda x, y: bootstrap(x, y, c.soft_beta, hard=False),
+    "bootstrap_hard": lambda c: lambda x, y: bootstrap(x, y, c.hard_beta, hard=True),
+    "gce": lambda c: lambda x, y: generalized_cross_entropy(x, y, c.gce_q),
+    "sce": lambda c: lambda x, y: symmetric_cross_entropy(x, y, c.sce_alpha, c.sce_beta),
+    "focal": lambda c: lambda x, y: focal(x, y, c.focal_gamma),
 }
 LOSS_NAMES = tuple(sorted(LOSSES))
 

@@ -66,6 +66,11 @@ def _check_inputs(volume, truth, config: Config, mesh, volume_name: str, truth_n
         raise SrjaxError(
             f"data.batch_size={config.data.batch_size} is not a multiple of the {mesh.devices.size} devices; change it"
         )
+    check_config(config)
+
+
+def check_config(config: Config) -> None:
+    """Names and counts in the config that need no data, checked before any work starts."""
     build_model(config.model.name, 2, config.model.width)
     pixel_loss(config.loss)
     if config.pseudo.method not in pseudo.METHODS:

@@ -40,6 +40,22 @@ def panel(path: Path, image, columns: list[tuple[str, np.ndarray]], num_classes:
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def overlay(path: Path, image, heat, title: str) -> None:
+    """The slice, and the slice with ``heat`` (in [0, 1]) laid over it."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.8))
+    for ax in axes:
+        ax.imshow(image, cmap="gray")
+        ax.set_axis_off()
+    shown = axes[1].imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from srjax import augment, data
 from srjax.config import Stage2Config, Stage3Config
+from srjax.errors import SrjaxError
 from srjax.losses import masked_mean
 
 
@@ -139,6 +140,14 @@ def restore_state(directory: Path, like, mesh, step: int | None = None):
         args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like, mesh)), record=ocp.args.JsonRestore()),
     )
     return restored["state"], restored["record"]
+
+
+def latest_params(directory: Path, key: str = "params"):
+    """Host copies of ``key`` (``params`` or ``teacher``) from a checkpoint directory's latest step."""
+    step = checkpoint_manager(directory).latest_step()
+    if step is None:
+        raise SrjaxError(f"{directory} holds no checkpoint; run the stage first")
+    return ocp.StandardCheckpointer().restore((Path(directory) / str(step) / "state").absolute())[key]
 
 
 def train(

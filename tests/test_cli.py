@@ -37,6 +37,12 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     assert not list(out.glob(".*partial"))
     np.testing.assert_array_equal(read_all(out / "volume.ome.zarr"), volume)
 
+    result = _srjax("explain", str(out), "--slice", "3", "--class", "1", "--out", str(tmp_path / "cam"))
+    assert result.returncode == 0, result.stderr
+    cam = np.load(tmp_path / "cam.npy")
+    assert cam.shape == volume.shape[1:] and cam.min() >= 0.0 and cam.max() <= 1.0
+    assert (tmp_path / "cam.png").stat().st_size > 1000
+
 
 def _bad_input_cases(tmp_path):
     good = np.random.default_rng(0).random((4, 40, 40)).astype(np.float32)
@@ -59,7 +65,8 @@ def _bad_input_cases(tmp_path):
     cases["K too large"] = (tmp_path / "few.npy", [], "distinct values")
     np.save(tmp_path / "ok.npy", good)
     cases["unknown key"] = (tmp_path / "ok.npy", ["--set", "stage2.epocs=3"], "unknown config key")
-    cases["unknown model"] = (tmp_path / "ok.npy", ["--set", "model=resnet"], "unet, unet_noskip")
+    cases["unknown model"] = (tmp_path / "ok.npy", ["--set", "model=resnet"], "deeplabv3plus, resunet")
+    cases["unknown loss"] = (tmp_path / "ok.npy", ["--set", "loss=dice"], "bootstrap_hard, bootstrap_soft")
     np.save(tmp_path / "cplx.npy", good.astype(np.complex64))
     cases["complex"] = (tmp_path / "cplx.npy", [], "dtype complex64")
     return cases

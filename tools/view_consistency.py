@@ -19,7 +19,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from srjax import config as cfg
 from srjax.augment import dihedral
@@ -27,6 +26,7 @@ from srjax.data import read_stack
 from srjax.io import open_volume, read
 from srjax.metrics import confusion, score
 from srjax.models import build_model
+from srjax.train import latest_params
 
 INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # the dihedral element that undoes each view
 VIEWS = ("identity", "rot90", "rot180", "rot270", "flip-h", "flip-v", "transpose", "anti-transpose")
@@ -41,10 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = cfg.load(args.run / "config.json")
-    directory = args.run / "checkpoints" / args.stage
-    step = max(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-    state = ocp.StandardCheckpointer().restore((directory / str(step) / "state").absolute())
-    params = state["teacher" if args.stage == "stage3" else "params"]
+    params = latest_params(args.run / "checkpoints" / args.stage, "teacher" if args.stage == "stage3" else "params")
     stage1 = json.loads((args.run / "stage1.json").read_text())
     classes = stage1["classes"]
     model = build_model(config.model.name, classes, config.model.width, config.model.dropout)

@@ -1,4 +1,4 @@
-"""U-Net, with or without skip connections.
+"""U-Net (Ronneberger et al. 2015), with or without skip connections.
 
 Without skips it is an encoder-decoder: nothing of the encoder reaches the decoder
 except through the bottleneck, which the paper found best for learning from noisy
@@ -17,6 +17,11 @@ WIDTHS = {
     "cpu": (16, 32, 64, 128),
     "paper": (32, 64, 128, 288),
 }
+NOSKIP_WIDTHS = {
+    "tiny": (4, 8),
+    "cpu": (16, 32, 64, 128),
+    "paper": (32, 64, 128, 288),
+}
 
 
 class UNet(nn.Module):
@@ -24,20 +29,21 @@ class UNet(nn.Module):
     widths: tuple[int, ...]
     skip: bool = True
     dropout: float = 0.1
+    cam_layer = "bottleneck"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x, (h, w) = pad_to_multiple(x, 2 ** (len(self.widths) - 1))
         features = []
-        for width in self.widths[:-1]:
-            x = ConvBlock(width, self.dropout)(x, train)
+        for level, width in enumerate(self.widths[:-1]):
+            x = ConvBlock(width, self.dropout, name=f"encoder_{level}")(x, train)
             features.append(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = ConvBlock(self.widths[-1], self.dropout)(x, train)
-        for width, encoded in zip(reversed(self.widths[:-1]), reversed(features)):
+        x = ConvBlock(self.widths[-1], self.dropout, name="bottleneck")(x, train)
+        for level, (width, encoded) in enumerate(zip(reversed(self.widths[:-1]), reversed(features))):
             x = nn.ConvTranspose(width, (2, 2), strides=(2, 2))(x)
             if self.skip:
                 x = jnp.concatenate([x, encoded], axis=-1)
-            x = ConvBlock(width, self.dropout)(x, train)
+            x = ConvBlock(width, self.dropout, name=f"decoder_{level}")(x, train)
         x = nn.Conv(self.num_classes, (1, 1))(x)
         return x[:, :h, :w]
