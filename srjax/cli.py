@@ -59,6 +59,14 @@ def _write_phantom(spec, out: Path):
     return io.open_volume(out / "volume.ome.zarr"), io.open_volume(out / "truth.ome.zarr")
 
 
+def _record_inputs(out: Path, volume, truth) -> None:
+    """inputs.json: where the run's volume (as read) and truth are, for tools that revisit the run."""
+    from srjax.pipeline import write_json
+
+    paths = {"volume": volume, "truth": truth}
+    write_json(out / "inputs.json", {key: str(Path(path).absolute()) if path else None for key, path in paths.items()})
+
+
 def cmd_phantom(args) -> None:
     from srjax.phantom import PhantomSpec
 
@@ -75,6 +83,7 @@ def cmd_demo(args) -> None:
     config = _config(args, cfg.demo_config())
     out = Path(args.out)
     volume, truth = _write_phantom(PhantomSpec(shape=args.shape, seed=config.seed), out / "phantom")
+    _record_inputs(out, out / "phantom" / "volume.ome.zarr", out / "phantom" / "truth.ome.zarr")
     metrics = run_pipeline(volume, out, config, truth=truth, volume_name="phantom volume", truth_name="phantom truth")
     print(score_table(metrics))
     print(f"outputs in {out} (panel.png, metrics.json, labels.ome.zarr, confidence.ome.zarr)")
@@ -99,6 +108,7 @@ def cmd_run(args) -> None:
     truth = None
     if args.truth:
         truth = io.open_volume(as_store(args.truth, out, "truth", "--truth", args.truth_dataset), "--truth")
+    _record_inputs(out, volume_path, args.truth)
     size = io.voxel_size(volume_path)
     if args.voxel_size:
         size = (list(args.voxel_size), args.unit)
@@ -160,8 +170,9 @@ def cmd_explain(args) -> None:
         raise SrjaxError(f"{run} is not an srjax run directory (no config.json and stage1.json)")
     config = cfg.load(run / "config.json")
     stage1 = json.loads((run / "stage1.json").read_text())
-    default_volume = run / "volume.ome.zarr" if (run / "volume.ome.zarr").exists() else run / "phantom" / "volume.ome.zarr"
-    volume = io.open_volume(args.volume or default_volume, "--volume")
+    if args.volume is None and not (run / "inputs.json").exists():
+        raise SrjaxError(f"{run} does not say where its volume is (no inputs.json); pass --volume")
+    volume = io.open_volume(args.volume or json.loads((run / "inputs.json").read_text())["volume"], "--volume")
     if not 0 <= args.slice < volume.shape[0]:
         raise SrjaxError(f"--slice {args.slice} is outside the volume's 0-{volume.shape[0] - 1}")
     params = latest_params(run / "checkpoints" / args.stage, "teacher" if args.stage == "stage3" else "params")
@@ -235,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="cls", type=int, required=True, help="class id (as in the run's labels)")
     p.add_argument("--layer", help="module path (default: the model's cam_layer, e.g. bottleneck)")
     p.add_argument("--stage", choices=("stage2", "stage3"), default="stage3")
-    p.add_argument("--volume", help="default: the run's volume.ome.zarr (or phantom/volume.ome.zarr)")
+    p.add_argument("--volume", help="default: the volume the run read (from its inputs.json)")
     p.add_argument("--out", help="output prefix for .png and .npy (default: in the run directory)")
     p.set_defaults(func=cmd_explain)
 

@@ -2,6 +2,7 @@
 
 Layout of ``out`` (volumes are OME-Zarr images, viewable in napari as they are):
   config.json                the resolved config of the run
+  inputs.json                where the volume and truth were read from (written by the CLI)
   stage1.json                voxel range, clustering and class means of the pseudo labels
   pseudo_labels.ome.zarr     stage 1 labels
   checkpoints/stage2/        orbax checkpoints (state + data iterator + loss history)

@@ -10,7 +10,11 @@ import pytest
 import tifffile
 
 from conftest import read_all
+from srjax import config as cfg
 from srjax.cli import main
+from srjax.losses import LOSS_NAMES
+from srjax.models import MODEL_NAMES
+from srjax.pipeline import check_config
 
 
 def _srjax(*args):
@@ -20,8 +24,10 @@ def _srjax(*args):
 
 def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     out = tmp_path / "out"
+    # A non-default model and loss, so that names given with --set reach the pipeline.
     result = _srjax("run", str(tiny_files / "volume.npy"), "--classes", "4", "--out", str(out),
-                    "--config", str(tiny_files / "tiny.json"), "--truth", str(tiny_files / "truth.npy"))
+                    "--config", str(tiny_files / "tiny.json"), "--truth", str(tiny_files / "truth.npy"),
+                    "--set", "model=resunetpp_noskip", "--set", "loss=sce")
     assert result.returncode == 0, result.stderr
     assert "pixel accuracy" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -33,7 +39,9 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     assert labels.shape == volume.shape and labels.max() < 4
     assert confidence.min() >= 0.25 - 1e-6 and confidence.max() <= 1.0
     assert (out / "panel.png").stat().st_size > 1000
-    assert json.loads((out / "config.json").read_text())["pseudo"]["classes"] == 4
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["pseudo"]["classes"] == 4
+    assert (saved["model"]["name"], saved["loss"]["name"]) == ("resunetpp_noskip", "sce")
     assert not list(out.glob(".*partial"))
     np.testing.assert_array_equal(read_all(out / "volume.ome.zarr"), volume)
 
@@ -70,6 +78,14 @@ def _bad_input_cases(tmp_path):
     np.save(tmp_path / "cplx.npy", good.astype(np.complex64))
     cases["complex"] = (tmp_path / "cplx.npy", [], "dtype complex64")
     return cases
+
+
+def test_every_model_and_loss_name_is_accepted():
+    for key, names in (("model", MODEL_NAMES), ("loss", LOSS_NAMES)):
+        for name in names:
+            config = cfg.apply_overrides(cfg.tiny_config(), [f"{key}={name}"])
+            check_config(config)
+            assert getattr(config, key).name == name
 
 
 def test_bad_input_gets_one_line_and_no_output(tmp_path, capsys, tiny_files):
