@@ -12,11 +12,11 @@ from __future__ import annotations
 import functools
 
 from srjax.errors import SrjaxError
-from srjax.models import attention_unet, deeplab, resunet, segformer, unet, unet3p, unetpp
+from srjax.models import deeplab, resunet, segformer, unet, unet3p, unetpp
 
 _REGISTRY = {
     "unet": (functools.partial(unet.UNet, skip=True), unet.WIDTHS),
-    "unet_noskip": (functools.partial(unet.UNet, skip=False), unet.NOSKIP_WIDTHS),
+    "unet_noskip": (functools.partial(unet.UNet, skip=False), unet.WIDTHS),
     "unetpp": (functools.partial(unetpp.UNetPlusPlus, skip=True), unetpp.WIDTHS),
     "unetpp_noskip": (functools.partial(unetpp.UNetPlusPlus, skip=False), unetpp.NOSKIP_WIDTHS),
     "unet3p": (functools.partial(unet3p.UNet3Plus, skip=True), unet3p.WIDTHS),
@@ -26,9 +26,8 @@ _REGISTRY = {
     "resunetpp": (functools.partial(resunet.ResUNet, skip=True, plus_plus=True), resunet.RESUNETPP_WIDTHS),
     "resunetpp_noskip": (functools.partial(resunet.ResUNet, skip=False, plus_plus=True),
                          resunet.RESUNETPP_NOSKIP_WIDTHS),
-    "attention_unet": (functools.partial(attention_unet.AttentionUNet, skip=True), attention_unet.WIDTHS),
-    "attention_unet_noskip": (functools.partial(attention_unet.AttentionUNet, skip=False),
-                              attention_unet.NOSKIP_WIDTHS),
+    "attention_unet": (functools.partial(unet.UNet, skip=True, attention=True), unet.ATTENTION_WIDTHS),
+    "attention_unet_noskip": (functools.partial(unet.UNet, skip=False, attention=True), unet.ATTENTION_NOSKIP_WIDTHS),
     "deeplabv3plus": (deeplab.DeepLabV3Plus, deeplab.WIDTHS),
     "segformer": (segformer.SegFormer, segformer.WIDTHS),
 }

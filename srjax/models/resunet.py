@@ -13,28 +13,21 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srjax.models.blocks import ASPP, ConvUnit, ResidualBlock, SqueezeExcite, group_count, pad_to_multiple, upsample
+from srjax.models.blocks import (
+    ASPP,
+    ConvUnit,
+    ResidualBlock,
+    SqueezeExcite,
+    group_count,
+    pad_to_multiple,
+    presets,
+    upsample,
+)
 
-RESUNET_WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (32, 64, 128, 256),
-}
-RESUNET_NOSKIP_WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (32, 64, 128, 288),
-}
-RESUNETPP_WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (24, 48, 96, 144),
-}
-RESUNETPP_NOSKIP_WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (32, 64, 128, 160),
-}
+RESUNET_WIDTHS = presets(paper=(32, 64, 128, 256))
+RESUNET_NOSKIP_WIDTHS = presets(paper=(32, 64, 128, 288))
+RESUNETPP_WIDTHS = presets(paper=(24, 48, 96, 144))
+RESUNETPP_NOSKIP_WIDTHS = presets(paper=(32, 64, 128, 160))
 
 
 class ResUNet(nn.Module):

@@ -13,18 +13,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srjax.models.blocks import ConvBlock, ConvUnit, pad_to_multiple, resize
+from srjax.models.blocks import ConvBlock, ConvUnit, pad_to_multiple, presets, resize
 
-WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (24, 48, 96, 160, 192),
-}
-NOSKIP_WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (32, 64, 128, 160, 224),
-}
+WIDTHS = presets(paper=(24, 48, 96, 160, 192))
+NOSKIP_WIDTHS = presets(paper=(32, 64, 128, 160, 224))
 
 
 class UNet3Plus(nn.Module):

@@ -12,18 +12,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srjax.models.blocks import ConvBlock, pad_to_multiple, upsample
+from srjax.models.blocks import ConvBlock, pad_to_multiple, presets, upsample
 
-WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (24, 48, 96, 304),
-}
-NOSKIP_WIDTHS = {
-    "tiny": (4, 8),
-    "cpu": (16, 32, 64, 128),
-    "paper": (32, 64, 128, 296),
-}
+WIDTHS = presets(paper=(24, 48, 96, 304))
+NOSKIP_WIDTHS = presets(paper=(32, 64, 128, 296))
 
 
 class UNetPlusPlus(nn.Module):
