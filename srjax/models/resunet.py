@@ -3,9 +3,10 @@
 ResUNet: residual units throughout, strided residual units to go down, a residual
 bridge, and a decoder that upsamples, concatenates the encoder's features and applies
 a residual unit. ResUNet++ adds squeeze-and-excitation after each encoder unit, ASPP
-at the bridge and before the output, and an attention block that weights the decoder's
-features by the encoder's before upsampling. Without skips no encoder feature enters
-the decoder (and ResUNet++'s attention blocks, which need one, go with them).
+(rates 6, 12, 18, as in the authors' code) at the bridge and before the output, and
+an attention block that weights the decoder's features by the encoder's before
+upsampling. Without skips no encoder feature enters the decoder (and ResUNet++'s
+attention blocks, which need one, go with them).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ResUNet(nn.Module):
                 x = jnp.concatenate([x, encoded], axis=-1)
             x = ResidualBlock(width, 1, self.dropout, name=f"decoder_{level}")(x, train)
         if self.plus_plus:
-            x = ASPP(self.widths[0], rates=(1, 2, 3), dropout=self.dropout)(x, train)
+            x = ASPP(self.widths[0], dropout=self.dropout)(x, train)
         x = nn.Conv(self.num_classes, (1, 1))(x)
         return x[:, :h, :w]
 
@@ -73,7 +74,7 @@ class _Bridge(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         x = ResidualBlock(self.features, 2, self.dropout)(x, train)
-        return ASPP(self.features, rates=(1, 2, 3), dropout=self.dropout)(x, train) if self.plus_plus else x
+        return ASPP(self.features, dropout=self.dropout)(x, train) if self.plus_plus else x
 
 
 class _EncoderAttention(nn.Module):
