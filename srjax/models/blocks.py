@@ -51,6 +51,19 @@ class ConvBlock(nn.Module):
         return nn.Dropout(self.dropout, deterministic=not train)(x)
 
 
+def conv_encoder(x, widths: tuple[int, ...], dropout: float, train: bool) -> list:
+    """The U-Net encoder, called inside a compact module: a ConvBlock per width (``encoder_i``,
+    the deepest ``bottleneck``) with 2x2 max-pooling between; every level's features, deepest last."""
+    features = []
+    for level, width in enumerate(widths):
+        if level:
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        name = "bottleneck" if level == len(widths) - 1 else f"encoder_{level}"
+        x = ConvBlock(width, dropout, name=name)(x, train)
+        features.append(x)
+    return features
+
+
 class ResidualBlock(nn.Module):
     """Pre-activation residual unit (GroupNorm, PReLU, 3x3 conv) x 2 plus a projected
     shortcut, as in ResUNet; ``strides`` 2 halves the resolution."""

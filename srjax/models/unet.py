@@ -14,7 +14,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srjax.models.blocks import AttentionGate, ConvBlock, pad_to_multiple, presets
+from srjax.models.blocks import AttentionGate, ConvBlock, conv_encoder, pad_to_multiple, presets
 
 WIDTHS = presets(paper=(32, 64, 128, 288))
 ATTENTION_WIDTHS = presets(paper=(32, 64, 128, 272))
@@ -32,12 +32,7 @@ class UNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x, (h, w) = pad_to_multiple(x, 2 ** (len(self.widths) - 1))
-        features = []
-        for level, width in enumerate(self.widths[:-1]):
-            x = ConvBlock(width, self.dropout, name=f"encoder_{level}")(x, train)
-            features.append(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = ConvBlock(self.widths[-1], self.dropout, name="bottleneck")(x, train)
+        *features, x = conv_encoder(x, self.widths, self.dropout, train)
         for level, (width, encoded) in enumerate(zip(reversed(self.widths[:-1]), reversed(features))):
             up = nn.ConvTranspose(width, (2, 2), strides=(2, 2))(x)
             if self.attention:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srjax.models.blocks import ConvBlock, ConvUnit, pad_to_multiple, presets, resize
+from srjax.models.blocks import ConvUnit, conv_encoder, pad_to_multiple, presets, resize
 
 WIDTHS = presets(paper=(24, 48, 96, 160, 192))
 NOSKIP_WIDTHS = presets(paper=(32, 64, 128, 160, 224))
@@ -30,12 +30,7 @@ class UNet3Plus(nn.Module):
     def __call__(self, x, train: bool = False):
         depth = len(self.widths)
         x, (h, w) = pad_to_multiple(x, 2 ** (depth - 1))
-        encoder = []
-        for i, width in enumerate(self.widths):
-            name = "bottleneck" if i == depth - 1 else f"encoder_{i}"
-            x = x if i == 0 else nn.max_pool(x, (2, 2), strides=(2, 2))
-            x = ConvBlock(width, self.dropout, name=name)(x, train)
-            encoder.append(x)
+        encoder = conv_encoder(x, self.widths, self.dropout, train)
         channels = self.widths[0]
         decoder = {depth - 1: encoder[-1]}
         for d in range(depth - 2, -1, -1):

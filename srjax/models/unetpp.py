@@ -12,7 +12,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from srjax.models.blocks import ConvBlock, pad_to_multiple, presets, upsample
+from srjax.models.blocks import ConvBlock, conv_encoder, pad_to_multiple, presets, upsample
 
 WIDTHS = presets(paper=(24, 48, 96, 304))
 NOSKIP_WIDTHS = presets(paper=(32, 64, 128, 296))
@@ -29,11 +29,7 @@ class UNetPlusPlus(nn.Module):
     def __call__(self, x, train: bool = False):
         depth = len(self.widths)
         x, (h, w) = pad_to_multiple(x, 2 ** (depth - 1))
-        nodes = {}
-        for i, width in enumerate(self.widths):
-            name = "bottleneck" if i == depth - 1 else f"encoder_{i}"
-            block = ConvBlock(width, self.dropout, name=name)
-            nodes[i, 0] = block(x if i == 0 else nn.max_pool(nodes[i - 1, 0], (2, 2), strides=(2, 2)), train)
+        nodes = {(i, 0): f for i, f in enumerate(conv_encoder(x, self.widths, self.dropout, train))}
         for j in range(1, depth):
             for i in range(depth - j):
                 if not self.skip and i + j != depth - 1:
