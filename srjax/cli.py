@@ -131,17 +131,12 @@ def cmd_import(args) -> None:
 def cmd_pseudo(args) -> None:
     import json
 
-    import numpy as np
-
-    from srjax.io import LABEL_CHUNKS, ome_zarr_writer
-    from srjax.pseudo import run_stage1
+    from srjax.pseudo import write_pseudo_labels
     from srjax.sources import open_source
 
     source = open_source(args.volume, "volume", args.dataset)
-    with ome_zarr_writer(args.out, source.shape, np.uint8, name="pseudo labels", chunks=LABEL_CHUNKS,
-                         voxel_size=source.voxel_size, unit=source.unit) as writer:
-        result = run_stage1(source, writer, args.method, args.classes, args.mask, args.seed, progress=True)
-        writer.attributes["srjax"] = result.summary()
+    result = write_pseudo_labels(source, args.out, args.method, args.classes, args.mask, args.seed,
+                                 progress=True, voxel_size=source.voxel_size, unit=source.unit)
     summary = result.summary()
     if result.curve:
         curve = result.curve

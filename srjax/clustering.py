@@ -131,11 +131,16 @@ def _from_starts(starts: np.ndarray, n: int) -> np.ndarray:
     return np.cumsum(assignment)
 
 
+def _optimal_classes(x, w, classes: int):
+    """Start index of each class of the optimal K-partition, and each class's mean and SSE."""
+    starts = optimal_partitions(x, w, classes)[1][-1]
+    _, means, sse = class_stats(x, w, _from_starts(starts, len(x)), classes)
+    return starts, means, sse
+
+
 def kmeans_exact(x, w, classes: int) -> Clustering:
     """The globally optimal 1-D k-means; every voxel goes to its nearest class mean."""
-    _, starts = optimal_partitions(x, w, classes)
-    _, means, _ = class_stats(x, w, _from_starts(starts[-1], len(x)), classes)
-    return nearest_mean(x, w, means)
+    return nearest_mean(x, w, _optimal_classes(x, w, classes)[1])
 
 
 def nearest_mean(x, w, means: np.ndarray) -> Clustering:
@@ -151,9 +156,8 @@ def multi_otsu(x, w, classes: int) -> Clustering:
     Thresholds are reported as skimage does, the centre of the last bin of each class
     but the brightest.
     """
-    _, starts = optimal_partitions(x, w, classes)
-    _, means, sse = class_stats(x, w, _from_starts(starts[-1], len(x)), classes)
-    return Clustering(means, float(sse.sum()), x[starts[-1][1:] - 1])
+    starts, means, sse = _optimal_classes(x, w, classes)
+    return Clustering(means, float(sse.sum()), x[starts[1:] - 1])
 
 
 # ---------------------------------------------------------------- Lloyd with k-means++

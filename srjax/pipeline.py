@@ -32,11 +32,11 @@ from srjax import data, io, pseudo, report, train
 from srjax.config import Config, to_dict
 from srjax.errors import SrjaxError
 from srjax.io import atomic_path, check_volume, ome_zarr_writer
-from srjax.sources import from_store
 from srjax.losses import pixel_loss
 from srjax.metrics import confusion, score
 from srjax.models import build_model
 from srjax.predict import predict_volume
+from srjax.sources import from_store
 
 
 def write_json(path: Path, payload) -> None:
@@ -74,8 +74,7 @@ def check_config(config: Config) -> None:
     """Names and counts in the config that need no data, checked before any work starts."""
     build_model(config.model.name, 2, config.model.width)
     pixel_loss(config.loss)
-    if config.pseudo.method not in pseudo.METHODS:
-        raise SrjaxError(f"pseudo.method={config.pseudo.method!r}: choose one of {', '.join(pseudo.METHODS)}")
+    pseudo.check_method(config.pseudo.method)
     for stage in (config.stage2, config.stage3):
         if stage.epochs < 1:
             raise SrjaxError("stage2.epochs and stage3.epochs must be at least 1")
@@ -86,12 +85,8 @@ def _stage1(volume, out: Path, config: Config, volume_name: str, progress: bool,
     if info_path.exists() and labels_path.exists():
         return json.loads(info_path.read_text())
     pc = config.pseudo
-    with ome_zarr_writer(labels_path, volume.shape, np.uint8, name="pseudo labels", chunks=io.LABEL_CHUNKS,
-                         **meta) as labels:
-        result = pseudo.run_stage1(from_store(volume, volume_name), labels, pc.method, pc.classes,
-                                   pc.mask or None, config.seed, progress)
-        labels.attributes["srjax"] = result.summary()
-    info = result.summary()
+    info = pseudo.write_pseudo_labels(from_store(volume, volume_name), labels_path, pc.method, pc.classes,
+                                      pc.mask or None, config.seed, progress, **meta).summary()
     write_json(info_path, info)
     return info
 

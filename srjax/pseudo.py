@@ -231,11 +231,14 @@ def label(source: Source, features: Features, table: np.ndarray, mask: Mask, wri
             writer[start:stop] = labels
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
+
+
 def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: int = 0,
             name: str = "volume", two_d: bool = False) -> tuple[cl.Clustering, dict | None]:
     """Cluster the occupied bins; ``classes`` is K or 'auto'. Returns the clustering and the K curve."""
-    if method not in METHODS:
-        raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
     occupied = np.flatnonzero(counts)
     if len(occupied) == 0:
         raise SrjaxError(f"{name}: the mask excludes every voxel")
@@ -292,8 +295,7 @@ def run_stage1(source: Source, writer, method: str = "kmeans", classes=4, mask=N
                progress: bool = False) -> Stage1:
     """Cluster ``source``'s voxel values and write its labels into ``writer`` (anything
     that takes ``writer[start:stop] = slab``)."""
-    if method not in METHODS:
-        raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     mask = mask if isinstance(mask, Mask) else Mask(mask, source.shape)
     two_d = method == "gmm-full"
     binning, value_range_found = choose_binning(source, mask, two_d, progress)
@@ -307,3 +309,13 @@ def run_stage1(source: Source, writer, method: str = "kmeans", classes=4, mask=N
     label(source, features, table, mask, writer, progress)
     low, high = value_range_found
     return Stage1(method, binning, counts, clustering, float(low), float(high), curve)
+
+
+def write_pseudo_labels(source: Source, path, method: str = "kmeans", classes=4, mask=None, seed: int = 0,
+                        progress: bool = False, voxel_size=None, unit: str | None = None) -> Stage1:
+    """Stage 1 into an OME-Zarr label volume at ``path``, its summary kept in the attributes."""
+    with io.ome_zarr_writer(path, source.shape, np.uint8, name="pseudo labels", chunks=io.LABEL_CHUNKS,
+                            voxel_size=voxel_size, unit=unit) as writer:
+        result = run_stage1(source, writer, method, classes, mask, seed, progress)
+        writer.attributes["srjax"] = result.summary()
+    return result

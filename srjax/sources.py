@@ -73,6 +73,7 @@ def open_source(path: str | Path, name: str = "volume", dataset: str | None = No
             f"an HDF5 file ({', '.join(HDF5_SUFFIXES)}) or a .npy file"
         )
     io.check_layout(source.shape, source.dtype, label)
+    source.attributes = {"source": str(path), **source.attributes}
     return source
 
 
@@ -221,9 +222,8 @@ def import_volume(source: Source, out: str | Path, chunks=io.DEFAULT_CHUNKS, vox
     """Stream ``source`` into an OME-Zarr image at ``out``, slab by slab."""
     depth = slab_depth(source.shape, source.dtype)
     size = voxel_size if voxel_size is not None else source.voxel_size
-    attributes = {"source": source.name.split(" ", 1)[-1], **source.attributes}
     with io.ome_zarr_writer(out, source.shape, source.dtype, chunks=chunks, name=Path(out).stem,
-                            voxel_size=size, unit=unit or source.unit, attributes=attributes) as writer:
+                            voxel_size=size, unit=unit or source.unit, attributes=source.attributes) as writer:
         for start in tqdm(range(0, source.shape[0], depth), desc="import", unit="slab", disable=not progress):
             stop = min(start + depth, source.shape[0])
             writer[start:stop] = np.asarray(source.read(start, stop))
