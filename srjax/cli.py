@@ -1,15 +1,23 @@
-"""The ``srjax`` command."""
+"""srjax: label-free segmentation of synchrotron X-ray CT volumes.
+
+Pseudo labels by clustering voxel values (stage 1), a 2.5D segmentation net fitted to
+them (stage 2), and Unbiased-Teacher self-correction (stage 3). Start with
+`srjax demo`; segment a scan with `srjax run SCAN --classes K --out DIR`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
+from srjax import __version__
 from srjax import config as cfg
 from srjax.errors import SrjaxError
 
 DEMO_SHAPE = (48, 160, 160)
+INTERRUPTED = 130
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -29,7 +37,7 @@ def _floats3(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not Z,Y,X") from None
     if len(values) == 1:
         values = values * 3
-    if len(values) != 3 or min(values) <= 0:
+    if len(values) != 3 or not all(0 < v < float("inf") for v in values):
         raise argparse.ArgumentTypeError(f"{text!r} is not one or three positive sizes Z,Y,X")
     return values
 
@@ -38,146 +46,159 @@ def _classes(text: str):
     if text == "auto":
         return text
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer or 'auto'") from None
+    if not 2 <= value <= cfg.MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"{value} is not between 2 and {cfg.MAX_CLASSES} (uint8 labels)")
+    return value
 
 
-def _config(args, base: cfg.Config) -> cfg.Config:
-    config = cfg.load(args.config, base) if getattr(args, "config", None) else base
-    return cfg.apply_overrides(config, args.set or [])
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; seeds are 0 or more")
+    return value
 
 
-def _write_phantom(spec, out: Path):
-    from srjax import io
-    from srjax.phantom import make_phantom
+def _config(args, preset: str) -> cfg.Config:
+    from srjax import presets
 
-    volume, truth = make_phantom(spec, progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, array in (("volume.ome.zarr", volume), ("truth.ome.zarr", truth)):
-        io.write_volume(out / name, array, name=f"phantom {name.split('.')[0]}")
-    return io.open_volume(out / "volume.ome.zarr"), io.open_volume(out / "truth.ome.zarr")
+    config = presets.get(preset)
+    config = cfg.load(args.config, config) if args.config else config
+    config = cfg.apply_overrides(config, args.set or [])
+    cfg.validate(config)
+    return config
 
 
-def _record_inputs(out: Path, volume, truth) -> None:
-    """inputs.json: where the run's volume (as read) and truth are, for tools that revisit the run."""
-    from srjax.pipeline import write_json
+def _print_results(metrics: dict, out) -> None:
+    from srjax.report import score_table, summary_table
 
-    paths = {"volume": volume, "truth": truth}
-    write_json(out / "inputs.json", {key: str(Path(path).absolute()) if path else None for key, path in paths.items()})
+    print(summary_table(metrics["summary"]))
+    if "stage3" in metrics:
+        print(score_table(metrics))
+    print(f"outputs in {out}: labels.ome.zarr, confidence.ome.zarr, report.html, panel.png, metrics.json")
 
 
 def cmd_phantom(args) -> None:
-    from srjax.phantom import PhantomSpec
+    from srjax import io
+    from srjax.outputs import absolute, claim_output
+    from srjax.phantom import PhantomSpec, make_phantom
 
-    spec = PhantomSpec(shape=args.shape, seed=args.seed, fbp=args.fbp)
-    _write_phantom(spec, Path(args.out))
-    print(f"wrote {args.out}/volume.ome.zarr and {args.out}/truth.ome.zarr, shape {spec.shape}")
+    out = absolute(args.out)
+    paths = [out / "volume.ome.zarr", out / "truth.ome.zarr"]
+    with claim_output(paths[0], {}, args.overwrite), claim_output(paths[1], {}, args.overwrite):
+        volume, truth = make_phantom(PhantomSpec(shape=args.shape, seed=args.seed, fbp=args.fbp), progress=True)
+        for path, array in zip(paths, (volume, truth)):
+            io.write_volume(path, array, name=f"phantom {path.name.split('.')[0]}")
+    print(f"wrote {paths[0]} and {paths[1]}, shape {tuple(args.shape)}")
 
 
 def cmd_demo(args) -> None:
-    from srjax.phantom import PhantomSpec
+    from srjax.phantom import PhantomSpec, make_phantom
     from srjax.pipeline import run_pipeline
-    from srjax.report import score_table
 
-    config = _config(args, cfg.demo_config())
-    out = Path(args.out)
-    volume, truth = _write_phantom(PhantomSpec(shape=args.shape, seed=config.seed), out / "phantom")
-    _record_inputs(out, out / "phantom" / "volume.ome.zarr", out / "phantom" / "truth.ome.zarr")
-    metrics = run_pipeline(volume, out, config, truth=truth, volume_name="phantom volume", truth_name="phantom truth")
-    print(score_table(metrics))
-    print(f"outputs in {out} (panel.png, metrics.json, labels.ome.zarr, confidence.ome.zarr)")
+    config = _config(args, args.preset)
+    print(f"preset {args.preset}; a {args.shape[0]}x{args.shape[1]}x{args.shape[2]} phantom, seed {config.seed}")
+    volume, truth = make_phantom(PhantomSpec(shape=args.shape, seed=config.seed), progress=True)
+    metrics = run_pipeline(volume, args.out, config, truth=truth, preset=args.preset)
+    _print_results(metrics, args.out)
 
 
 def cmd_run(args) -> None:
-    from srjax import io
-    from srjax.pipeline import check_config, run_pipeline
-    from srjax.report import score_table
-    from srjax.sources import as_store
+    from srjax import presets
+    from srjax.pipeline import run_pipeline
 
-    config = _config(args, cfg.Config())
+    preset = args.preset
+    if preset is None:
+        preset, why = presets.default_preset()
+        print(f"preset {preset} ({why})")
     overrides = [f"pseudo.classes={args.classes}"]
     overrides += [f"pseudo.method={args.method}"] if args.method else []
     overrides += [f"pseudo.mask={args.mask}"] if args.mask else []
-    config = cfg.apply_overrides(config, overrides)
-    check_config(config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    volume_path = as_store(args.volume, out, "volume", "volume", args.dataset)
-    volume = io.open_volume(volume_path, "volume")
-    truth = None
-    if args.truth:
-        truth = io.open_volume(as_store(args.truth, out, "truth", "--truth", args.truth_dataset), "--truth")
-    _record_inputs(out, volume_path, args.truth)
-    size = io.voxel_size(volume_path)
-    if args.voxel_size:
-        size = (list(args.voxel_size), args.unit)
-    metrics = run_pipeline(volume, out, config, truth=truth, volume_name=f"volume {args.volume}",
-                           truth_name=f"--truth {args.truth}", voxel_size=size[0] if size else None,
-                           unit=size[1] if size else None)
-    if truth is not None:
-        print(score_table(metrics))
-    print(f"outputs in {args.out}")
+    config = cfg.apply_overrides(_config(args, preset), overrides)
+    metrics = run_pipeline(args.volume, args.out, config, truth=args.truth, preset=preset, dataset=args.dataset,
+                           truth_dataset=args.truth_dataset, voxel_size=args.voxel_size, unit=args.unit,
+                           fill_missing=args.fill_missing)
+    _print_results(metrics, args.out)
 
 
 def cmd_import(args) -> None:
+    from srjax.outputs import absolute, claim_output
     from srjax.sources import import_volume, open_source
 
-    source = open_source(args.source, "source", args.dataset)
-    import_volume(source, args.out, chunks=args.chunks, voxel_size=args.voxel_size, unit=args.unit)
-    print(f"wrote {args.out}: shape {source.shape}, dtype {source.dtype}, chunks {args.chunks}")
+    out = absolute(args.out)
+    source = open_source(args.source, "source", args.dataset, args.fill_missing)
+    with claim_output(out, {"source": args.source}, args.overwrite):
+        import_volume(source, out, chunks=args.chunks, voxel_size=args.voxel_size, unit=args.unit)
+    print(f"wrote {out}: shape {source.shape}, dtype {source.dtype}, chunks {args.chunks}")
 
 
 def cmd_pseudo(args) -> None:
     import json
 
-    from srjax.pseudo import write_pseudo_labels
-    from srjax.sources import open_source
+    from srjax.outputs import absolute, claim_output
+    from srjax.pseudo import check_method, method_class_limit, write_pseudo_labels
+    from srjax.sources import open_source, voxel_size_and_unit
 
-    source = open_source(args.volume, "volume", args.dataset)
-    result = write_pseudo_labels(source, args.out, args.method, args.classes, args.mask, args.seed,
-                                 progress=True, voxel_size=source.voxel_size, unit=source.unit)
+    check_method(args.method)
+    if args.classes != "auto" and args.classes > method_class_limit(args.method):
+        raise SrjaxError(f"--classes {args.classes} is more than {args.method} fits "
+                         f"(at most {method_class_limit(args.method)}); lower it")
+    out = absolute(args.out)
+    source = open_source(args.volume, "volume", args.dataset, args.fill_missing)
+    mask_path = None if args.mask in (None, "circle") else args.mask
+    size, unit = voxel_size_and_unit(source)
+    with claim_output(out, {"volume": args.volume, "mask": mask_path}, args.overwrite):
+        result = write_pseudo_labels(source, out, args.method, args.classes, args.mask, args.seed,
+                                     progress=True, voxel_size=size, unit=unit)
     summary = result.summary()
     if result.curve:
-        curve = result.curve
-        values = curve.get("bic", curve.get("sse"))
-        print(f"choosing K by the {curve['rule']}:")
-        for k, value in zip(curve["k"], values):
-            print(f"  K={k}: {value:.6g}{'   <- chosen' if k == curve['chosen'] else ''}")
+        _print_curve(result.curve)
     print(json.dumps({key: summary[key] for key in ("method", "classes", "means", "objective_name", "objective")}))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
+
+
+def _print_curve(curve: dict) -> None:
+    values = curve.get("bic", curve.get("sse"))
+    print(f"choosing K by the {curve['rule']}:")
+    for k, value in zip(curve["k"], values):
+        print(f"  K={k}: {value:.6g}{'   <- chosen' if k == curve['chosen'] else ''}")
 
 
 def cmd_explain(args) -> None:
-    import json
-
     import numpy as np
 
     from srjax import io
     from srjax.data import normalise, read_stack
     from srjax.explain import grad_cam
     from srjax.models import build_model
+    from srjax.outputs import atomic_path
     from srjax.report import overlay
+    from srjax.rundir import open_run
     from srjax.train import latest_params
 
-    run = Path(args.run)
-    if not (run / "config.json").exists() or not (run / "stage1.json").exists():
-        raise SrjaxError(f"{run} is not an srjax run directory (no config.json and stage1.json)")
-    config = cfg.load(run / "config.json")
-    stage1 = json.loads((run / "stage1.json").read_text())
-    if args.volume is None and not (run / "inputs.json").exists():
-        raise SrjaxError(f"{run} does not say where its volume is (no inputs.json); pass --volume")
-    volume = io.open_volume(args.volume or json.loads((run / "inputs.json").read_text())["volume"], "--volume")
+    run, config, record = open_run(args.run)
+    if not run.stage1.exists():
+        raise SrjaxError(f"{run.root} has no stage1.json yet; let the run finish stage 1 first")
+    stage1 = run.read(run.stage1)
+    where = args.volume or (record.get("read_from") or {}).get("volume")
+    if where is None:
+        raise SrjaxError(f"{run.root} does not say where its volume is; pass --volume")
+    volume = io.open_volume(where, "--volume")
     if not 0 <= args.slice < volume.shape[0]:
         raise SrjaxError(f"--slice {args.slice} is outside the volume's 0-{volume.shape[0] - 1}")
-    params = latest_params(run / "checkpoints" / args.stage, "teacher" if args.stage == "stage3" else "params")
+    params = latest_params(run.checkpoints(args.stage), "teacher" if args.stage == "stage3" else "params")
     model = build_model(config.model.name, stage1["classes"], config.model.width, config.model.dropout)
     full = slice(None)
     image = read_stack(volume, args.slice, config.data.slices, full, full, stage1["low"], stage1["high"])
     cam = grad_cam(model, params, image, args.cls, args.layer)
     layer = args.layer or model.cam_layer
-    prefix = Path(args.out) if args.out else run / f"gradcam_{args.stage}_slice{args.slice}_class{args.cls}"
-    with io.atomic_path(prefix.with_suffix(".npy")) as tmp:
+    prefix = Path(args.out) if args.out else run.root / f"gradcam_{args.stage}_slice{args.slice}_class{args.cls}"
+    with atomic_path(prefix.with_suffix(".npy")) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, cam.astype(np.float32))
     middle = normalise(io.read(volume[args.slice], "--volume"), stage1["low"], stage1["high"])
@@ -187,33 +208,43 @@ def cmd_explain(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srjax", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from srjax.presets import PRESETS
 
-    def add_config_options(p):
-        p.add_argument("--config", help="a .json or .toml config file")
+    parser = argparse.ArgumentParser(prog="srjax", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"srjax {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_config_options(p, preset_help):
+        p.add_argument("--preset", choices=tuple(PRESETS), help=preset_help)
+        p.add_argument("--config", help="a .json or .toml config file, applied on top of the preset")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. stage2.epochs=50 or model=unet (repeatable)")
 
-    p = sub.add_parser("demo", help="make a phantom and run all three stages on it, CPU-sized")
+    def add_fill_missing(p):
+        p.add_argument("--fill-missing", action="store_true",
+                       help="read chunks missing from a Zarr/N5 store as its fill value (default: an error)")
+
+    p = sub.add_parser("demo", help="make a phantom and run all three stages on it, CPU-sized, scored")
     p.add_argument("--out", default="srjax-demo", help="output directory (default: srjax-demo)")
     p.add_argument("--shape", type=_shape, default=DEMO_SHAPE, help="phantom size N,H,W (default 48,160,160)")
-    add_config_options(p)
-    p.set_defaults(func=cmd_demo)
+    add_config_options(p, "config preset (default cpu)")
+    p.set_defaults(func=cmd_demo, preset="cpu")
 
     volume_help = "Zarr/N5/OME-Zarr store, TIFF file or directory, HDF5 file, or .npy"
-    p = sub.add_parser("run", help="segment a volume: pseudo labels, stage 2, stage 3")
+    p = sub.add_parser("run", help="segment a volume: pseudo labels, stage 2, stage 3, summary and report")
     p.add_argument("volume", help=volume_help + " (anything but a store is imported into OUT first)")
-    p.add_argument("--classes", type=_classes, required=True, help="number of classes K, or 'auto'")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--classes", type=_classes, required=True, help="number of classes K (2-255), or 'auto'")
+    p.add_argument("--out", required=True, help="run directory: new, empty, or a run of the same input and config")
     p.add_argument("--method", help="pseudo-label clusterer (default kmeans)")
     p.add_argument("--mask", help="cluster only inside 'circle' (the reconstruction circle) or a mask volume")
     p.add_argument("--truth", help="ground-truth label volume for scoring")
     p.add_argument("--dataset", help="HDF5 dataset of the volume (default /exchange/data)")
     p.add_argument("--truth-dataset", help="HDF5 dataset of --truth (default /exchange/data)")
-    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size for the outputs' metadata")
-    p.add_argument("--unit", default="micrometer", help="unit of --voxel-size (default micrometer)")
-    add_config_options(p)
+    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the volume's, if recorded)")
+    p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
+    add_fill_missing(p)
+    add_config_options(p, "config preset (default: paper on an accelerator, cpu otherwise)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import", help="convert a volume into a chunked, compressed OME-Zarr")
@@ -222,17 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
     p.add_argument("--chunks", type=_shape, default=(1, 512, 512), help="chunk shape Z,Y,X (default 1,512,512)")
     p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the source's, if recorded)")
-    p.add_argument("--unit", help="unit of --voxel-size, e.g. micrometer")
+    p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    add_fill_missing(p)
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("pseudo", help="stage 1 alone: pseudo labels by clustering voxel values")
     p.add_argument("volume", help=volume_help)
     p.add_argument("--method", default="kmeans", help="kmeans | kmeans-lloyd | otsu | gmm | gmm-full")
-    p.add_argument("--classes", type=_classes, required=True, help="number of classes K, or 'auto'")
-    p.add_argument("--out", required=True, help="the OME-Zarr label volume to write")
+    p.add_argument("--classes", type=_classes, required=True, help="number of classes K (2-255), or 'auto'")
+    p.add_argument("--out", required=True, help="the OME-Zarr label image to write")
     p.add_argument("--mask", help="cluster only inside 'circle' (the reconstruction circle) or a mask volume")
     p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
-    p.add_argument("--seed", type=int, default=0, help="seed of kmeans-lloyd's k-means++")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of kmeans-lloyd's k-means++")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    add_fill_missing(p)
     p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("explain", help="Grad-CAM of a run's model for one class on one slice")
@@ -241,30 +276,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="cls", type=int, required=True, help="class id (as in the run's labels)")
     p.add_argument("--layer", help="module path (default: the model's cam_layer, e.g. bottleneck)")
     p.add_argument("--stage", choices=("stage2", "stage3"), default="stage3")
-    p.add_argument("--volume", help="default: the volume the run read (from its inputs.json)")
+    p.add_argument("--volume", help="default: the volume the run read (from its run.json)")
     p.add_argument("--out", help="output prefix for .png and .npy (default: in the run directory)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("phantom", help="write a synthetic SR-CT volume and its ground truth")
     p.add_argument("out", help="output directory (volume.ome.zarr, truth.ome.zarr)")
     p.add_argument("--shape", type=_shape, default=DEMO_SHAPE, help="N,H,W (default 48,160,160)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--fbp", action="store_true", help="streaks and rings by projection and filtered back-projection")
+    p.add_argument("--overwrite", action="store_true", help="replace a phantom srjax wrote there")
     p.set_defaults(func=cmd_phantom)
     return parser
 
 
+def _terminate(number, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from srjax.progress import close_all
+
+    signal.signal(signal.SIGTERM, _terminate)  # a batch system's stop: the same clean exit as Ctrl-C
     try:
         args.func(args)
     except SrjaxError as err:
-        from tqdm import tqdm
-
-        for bar in list(getattr(tqdm, "_instances", [])):  # bars the error cut short: end their lines first
-            bar.close()
+        close_all()
         print(f"srjax: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # what the system refused that no check could foresee (e.g. a full disk)
+        close_all()
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"srjax: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        close_all()
+        print("srjax: interrupted; run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

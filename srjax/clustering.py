@@ -17,6 +17,8 @@ import dataclasses
 import numpy as np
 from scipy.special import logsumexp
 
+from srjax.progress import bar as progress_bar
+
 LLOYD_MAX_ITER = 300
 EM_MAX_ITER = 1000
 EM_TOL = 1e-6  # change in mean log-likelihood per voxel at which EM stops (scikit-learn: 1e-3)
@@ -214,12 +216,13 @@ def _gaussian_log_density(points, means, covariances):
     return -0.5 * (mahalanobis + d * np.log(2 * np.pi)) + 0.5 * log_det
 
 
-def em(points, w, resp, reg: float, max_iter: int = EM_MAX_ITER, tol: float = EM_TOL):
+def em(points, w, resp, reg: float, max_iter: int = EM_MAX_ITER, tol: float = EM_TOL, progress: bool = False):
     """EM for a full-covariance Gaussian mixture on weighted points from initial responsibilities."""
     total = w.sum()
     d = points.shape[1]
     previous = -np.inf
-    for _ in range(max_iter):
+    desc = f"stage 1: EM with {resp.shape[1]} components"
+    for _ in progress_bar(range(max_iter), desc=desc, unit="iteration", disable=not progress):
         nk = (w[:, None] * resp).sum(0) + 10 * np.finfo(float).eps
         means = (w[:, None] * resp).T @ points / nk[:, None]
         cov = np.stack([
@@ -235,7 +238,7 @@ def em(points, w, resp, reg: float, max_iter: int = EM_MAX_ITER, tol: float = EM
     return nk / total, means, cov, loglik
 
 
-def gmm(points: np.ndarray, w: np.ndarray, classes: int, reg: float = REG_COVAR) -> Clustering:
+def gmm(points: np.ndarray, w: np.ndarray, classes: int, reg: float = REG_COVAR, progress: bool = False) -> Clustering:
     """Full-covariance Gaussian mixture by EM on weighted [n] values or [n, d] feature points.
 
     EM starts from the exact k-means partition of channel 0; components are ordered by
@@ -245,7 +248,7 @@ def gmm(points: np.ndarray, w: np.ndarray, classes: int, reg: float = REG_COVAR)
     channel0, inverse = np.unique(points[:, 0], return_inverse=True)
     start = kmeans_exact(channel0, np.bincount(inverse.ravel(), w), classes)
     resp = np.eye(classes)[start.classify(points[:, 0])]
-    weights, means, cov, loglik = em(points, w, resp, reg)
+    weights, means, cov, loglik = em(points, w, resp, reg, progress=progress)
     order = np.argsort(means[:, 0])
     return Clustering(means[order, 0], loglik, None, weights[order], means[order], cov[order])
 

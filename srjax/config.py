@@ -1,60 +1,102 @@
 """Frozen configuration for every stage; loaded from JSON/TOML, overridden by ``key=value``.
 
-Defaults follow the paper (512² crops, batch 16, 200 + 200 epochs, ~2M-parameter net).
-``demo_config`` and ``tiny_config`` shrink them for a CPU.
+Defaults follow the paper (512² crops, batch 16, 200 + 200 epochs, ~2M-parameter net);
+``srjax.presets`` holds the named presets. Every field declares its valid range or
+choices, and ``validate`` checks them all before any work starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from pathlib import Path
 
 from srjax.errors import SrjaxError
 
+# The labels are uint8.
+MAX_CLASSES = 255
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """``low <= value <= high``, either end open or absent."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'above' if self.low_open else 'at least'} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'below' if self.high_open else 'at most'} {self.high:g}")
+        return "a finite number " + " and ".join(parts) if parts else "a finite number"
+
+
+def _field(default, valid: Range | None = None, choices: str | None = None, odd: bool = False):
+    """A field with its valid range, or the name of the list its value must come from."""
+    return dataclasses.field(default=default, metadata={"range": valid, "choices": choices, "odd": odd})
+
+
+POSITIVE = Range(low=0, low_open=True)
+COUNT = Range(low=1)
+NON_NEGATIVE = Range(low=0)
+FRACTION = Range(low=0, high=1)
+FRACTION_BELOW_ONE = Range(low=0, high=1, high_open=True)
+
 
 @dataclasses.dataclass(frozen=True)
 class PseudoConfig:
-    method: str = "kmeans"  # kmeans | kmeans-lloyd | otsu | gmm | gmm-full
-    classes: int | str = 4  # K, or "auto" to choose K from the histogram
+    method: str = _field("kmeans", choices="method")
+    classes: int | str = _field(4, Range(low=2, high=MAX_CLASSES))  # K, or "auto" to choose K from the histogram
     mask: str = ""  # "" (every voxel), "circle" (reconstruction circle) or a mask volume's path
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    slices: int = 7
-    crop: int = 512
-    batch_size: int = 16
-    read_threads: int = 4
+    slices: int = _field(7, COUNT, odd=True)
+    crop: int = _field(512, COUNT)
+    batch_size: int = _field(16, COUNT)
+    read_threads: int = _field(4, COUNT)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    name: str = "unet_noskip"
-    width: str = "paper"
-    dropout: float = 0.1
+    name: str = _field("unet_noskip", choices="model")
+    width: str = _field("paper", choices="width")
+    dropout: float = _field(0.1, FRACTION_BELOW_ONE)
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """The loss and every loss's parameters, at the defaults of the paper that proposed it."""
 
-    name: str = "label_smoothing"
-    smoothing: float = 0.1  # label_smoothing: epsilon
-    soft_beta: float = 0.95  # bootstrap_soft: weight of the label against the prediction
-    hard_beta: float = 0.8  # bootstrap_hard
-    gce_q: float = 0.7
-    sce_alpha: float = 0.1
-    sce_beta: float = 1.0
-    focal_gamma: float = 2.0
+    name: str = _field("label_smoothing", choices="loss")
+    smoothing: float = _field(0.1, FRACTION_BELOW_ONE)  # label_smoothing: epsilon
+    soft_beta: float = _field(0.95, FRACTION)  # bootstrap_soft: weight of the label against the prediction
+    hard_beta: float = _field(0.8, FRACTION)  # bootstrap_hard
+    gce_q: float = _field(0.7, Range(low=0, high=1, low_open=True))
+    sce_alpha: float = _field(0.1, NON_NEGATIVE)
+    sce_beta: float = _field(1.0, NON_NEGATIVE)
+    focal_gamma: float = _field(2.0, NON_NEGATIVE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage2Config:
-    epochs: int = 200
-    learning_rate: float = 1e-3
+    epochs: int = _field(200, COUNT)
+    learning_rate: float = _field(1e-3, POSITIVE)
     # Random rotations/flips here too, so the stage-2 model is as good on the weak views
     # it labels as teacher in stage 3 as on the canonical orientation.
     weak_augment: bool = True
@@ -62,18 +104,18 @@ class Stage2Config:
 
 @dataclasses.dataclass(frozen=True)
 class Stage3Config:
-    epochs: int = 200
-    learning_rate: float = 1e-3
-    confidence: float = 0.5
-    ema: float = 0.99
-    strong_probability: float = 0.5
+    epochs: int = _field(200, COUNT)
+    learning_rate: float = _field(1e-3, POSITIVE)
+    confidence: float = _field(0.5, FRACTION_BELOW_ONE)
+    ema: float = _field(0.99, FRACTION)
+    strong_probability: float = _field(0.5, FRACTION)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    seed: int = 0
-    checkpoint_every: int = 100
-    predict_batch: int = 8
+    seed: int = _field(0, NON_NEGATIVE)
+    checkpoint_every: int = _field(100, COUNT)
+    predict_batch: int = _field(8, COUNT)
     pseudo: PseudoConfig = PseudoConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -82,49 +124,32 @@ class Config:
     stage3: Stage3Config = Stage3Config()
 
 
-def demo_config() -> Config:
-    """Sized so the whole demo runs in minutes on a 2-core CPU.
-
-    Stage 3 gets 1,200 steps here against ~15,000 in the paper; at that budget strong
-    augmentation with probability 0.5 erases the thin intergrowth class before the
-    student learns it back, 0.25 keeps it (README, "Demo").
-    """
-    return apply_overrides(
-        Config(),
-        [
-            "checkpoint_every=300",
-            "data.crop=64",
-            "data.batch_size=8",
-            "model.width=cpu",
-            "stage3.strong_probability=0.25",
-        ],
-    )
-
-
-def tiny_config() -> Config:
-    """Sized for tests: seconds per stage."""
-    return apply_overrides(
-        Config(),
-        [
-            "checkpoint_every=2",
-            "predict_batch=4",
-            "data.slices=3",
-            "data.crop=32",
-            "data.batch_size=4",
-            "data.read_threads=1",
-            "model.width=tiny",
-            "stage2.epochs=1",
-            "stage3.epochs=1",
-        ],
-    )
+# Settings that cannot change a run's results: a run directory accepts a rerun that changes them.
+RESULT_NEUTRAL = ("checkpoint_every", "predict_batch", "data.read_threads")
 
 
 def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
-def from_dict(data: dict, base: Config | None = None, source: str = "config") -> Config:
+def flat(config: Config) -> dict:
+    """``{"data.crop": 512, ...}`` for every key."""
+    return dict(_flatten(to_dict(config)))
+
+
+def differences(old: dict, new: Config) -> list[str]:
+    """The result-changing keys on which a recorded config (a dict) and ``new`` differ, as 'key: old -> new'."""
+    before, after = dict(_flatten(old)), flat(new)
+    keys = sorted(set(before) | set(after))
+    return [f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}"
+            for key in keys if key not in RESULT_NEUTRAL and before.get(key) != after.get(key)]
+
+
+def from_dict(data, base: Config | None = None, source: str = "config") -> Config:
     """Nested dict -> Config; keys not given keep the values of ``base``."""
+    if not isinstance(data, dict):
+        raise SrjaxError(f"{source} holds a {type(data).__name__}, not a table of keys; "
+                         'write it as {"stage2": {"epochs": 50}} (JSON) or [stage2] epochs = 50 (TOML)')
     config = base or Config()
     for key, value in _flatten(data):
         config = _set(config, key, value, source)
@@ -135,12 +160,12 @@ def load(path: str | Path, base: Config | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise SrjaxError(f"config file {path} does not exist; pass a .json or .toml file")
-    text = path.read_text()
     try:
+        text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise SrjaxError(f"config file {path} cannot be parsed: {err}") from None
-    return from_dict(data, base, source=str(path))
+    return from_dict(data, base, source=f"config file {path}")
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -162,51 +187,96 @@ def _flatten(data: dict, prefix: str = ""):
 
 
 def valid_keys(config: Config = Config()) -> list[str]:
-    keys = []
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if dataclasses.is_dataclass(value):
-            keys += [f"{field.name}.{sub.name}" for sub in dataclasses.fields(value)]
-        else:
-            keys.append(field.name)
-    return keys
+    return list(flat(config))
+
+
+def _unknown(key: str, source: str) -> SrjaxError:
+    return SrjaxError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
 
 
 def _set(config: Config, key: str, value, source: str) -> Config:
     section, _, leaf = key.partition(".")
     names = {f.name for f in dataclasses.fields(config)}
     if section not in names:
-        raise SrjaxError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        raise _unknown(key, source)
     current = getattr(config, section)
     if dataclasses.is_dataclass(current):
         leaf = leaf or "name"
-        sub_names = {f.name for f in dataclasses.fields(current)}
-        if leaf not in sub_names:
-            raise SrjaxError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        if leaf not in {f.name for f in dataclasses.fields(current)}:
+            raise _unknown(key, source)
         new = dataclasses.replace(current, **{leaf: _coerce(type(current), leaf, value, key, source)})
         return dataclasses.replace(config, **{section: new})
     if leaf:
-        raise SrjaxError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        raise _unknown(key, source)
     return dataclasses.replace(config, **{section: _coerce(type(config), section, value, key, source)})
 
 
 def _coerce(cls, name: str, value, key: str, source: str):
+    """``value`` (a string from --set, or a JSON/TOML value) as the field's type, strictly:
+    no booleans for numbers, no fractions for integers, no numbers for booleans."""
     kind = typing.get_type_hints(cls)[name]
+    bad = SrjaxError(f"{source}: {key}={value!r} is not "
+                     + ("an integer or 'auto'" if kind == int | str else f"a valid {getattr(kind, '__name__', kind)}"))
     if kind == int | str:  # a count or the word "auto"
-        if str(value) == "auto":
+        if value == "auto":
             return "auto"
-        if isinstance(value, bool) or not str(value).lstrip("-").isdigit():
-            raise SrjaxError(f"{source}: {key}={value!r} is not an integer or 'auto'")
-        return int(value)
+        kind = int
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise bad
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad
+            return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise bad from None
     try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return bool(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise SrjaxError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
+        return float(value)
+    except ValueError:
+        raise bad from None
+
+
+def _choices(kind: str, config: Config) -> tuple[str, ...]:
+    from srjax.losses import LOSS_NAMES
+    from srjax.models import MODEL_NAMES, width_names
+    from srjax.pseudo import METHODS
+
+    return {"method": METHODS, "model": MODEL_NAMES, "loss": LOSS_NAMES,
+            "width": width_names(config.model.name) if config.model.name in MODEL_NAMES else ()}[kind]
+
+
+def validate(config: Config) -> None:
+    """Every setting inside its range or choices, and the settings that must agree with
+    each other; one error naming the key and what it accepts. Needs no data."""
+    sections = [("", config)] + [(f"{f.name}.", getattr(config, f.name)) for f in dataclasses.fields(config)
+                                 if dataclasses.is_dataclass(getattr(config, f.name))]
+    for prefix, section in sections:
+        for field in dataclasses.fields(section):
+            value, meta = getattr(section, field.name), field.metadata
+            key = prefix + field.name
+            if meta.get("range") is not None and value != "auto" and not meta["range"].holds(value):
+                raise SrjaxError(f"{key}={value!r} is out of range; it must be {meta['range']}")
+            if meta.get("odd") and value % 2 == 0:
+                raise SrjaxError(f"{key}={value} must be odd: the target is the middle slice of the stack")
+            if meta.get("choices"):
+                choices = _choices(meta["choices"], config)
+                if value not in choices:
+                    raise SrjaxError(f"{key}={value!r} is not one of {', '.join(choices)}")
+    from srjax.pseudo import method_class_limit
+
+    limit = method_class_limit(config.pseudo.method)
+    if config.pseudo.classes != "auto" and config.pseudo.classes > limit:
+        raise SrjaxError(f"pseudo.classes={config.pseudo.classes} is more than {config.pseudo.method} can fit "
+                         f"(at most {limit}); lower the classes" + ("" if limit == MAX_CLASSES else " or use kmeans"))

@@ -27,8 +27,9 @@ def context_indices(z: int, num_slices: int, depth: int) -> np.ndarray:
 
 
 def normalise(values, low: float, high: float) -> np.ndarray:
-    """Scale voxel values to [0, 1] using the volume's range."""
-    return np.clip((np.asarray(values, np.float32) - low) / (high - low), 0.0, 1.0)
+    """Scale voxel values to [0, 1] using the volume's range; NaN (allowed outside a mask) becomes 0."""
+    scaled = np.clip((np.asarray(values, np.float32) - low) / (high - low), 0.0, 1.0)
+    return np.nan_to_num(scaled, copy=False, nan=0.0)
 
 
 def read_stack(volume, z: int, num_slices: int, rows: slice, cols: slice, low: float, high: float) -> np.ndarray:
@@ -60,11 +61,12 @@ class CropSampler(grain.transforms.RandomMap):
         return item
 
 
-def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, epochs: int, seed: int):
-    """A batched grain MapDataset: each epoch visits every slice once in a shuffled order."""
-    depth, h, w = volume.shape
+def check_sizes(config: DataConfig, shape, epochs: int) -> None:
+    """Crop, stack and batch sizes that fit a volume of ``shape``; checked before any work."""
+    depth, h, w = shape
     if config.crop > min(h, w):
-        raise SrjaxError(f"data.crop={config.crop} is larger than the volume's {h}x{w} slices; lower data.crop")
+        raise SrjaxError(f"data.crop={config.crop} is larger than the volume's {h}x{w} slices; "
+                         f"set data.crop to at most {min(h, w)}")
     if config.slices < 1 or config.slices % 2 == 0:
         raise SrjaxError(f"data.slices={config.slices} must be a positive odd number (the target is the middle slice)")
     if epochs * depth < config.batch_size:
@@ -72,6 +74,12 @@ def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, ep
             f"{epochs} epoch(s) of {depth} slices give fewer crops than one batch of {config.batch_size}; "
             "raise the epochs or lower data.batch_size"
         )
+
+
+def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, epochs: int, seed: int):
+    """A batched grain MapDataset: each epoch visits every slice once in a shuffled order."""
+    depth = volume.shape[0]
+    check_sizes(config, volume.shape, epochs)
     volume, labels = io.as_volume(volume), None if labels is None else io.as_volume(labels)
     sampler = CropSampler(volume, labels, config.slices, config.crop, low, high)
     return (

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
 import tensorstore as ts
 
+from srjax import __version__
+from srjax.colours import class_colour
 from srjax.errors import SrjaxError
+from srjax.outputs import absolute, atomic_path
 
 OME_VERSION = "0.4"
 # One slice per chunk: a 2.5D stack reads exactly its S slices, a 512^2 crop at most 4 tiles of
@@ -32,11 +34,19 @@ READ_CACHE_BYTES = 256 << 20
 PYRAMID_MIN_SIDE = 256  # stop adding levels once a level's slices would be smaller than this
 MAX_PENDING_WRITES = 2
 AXES = ("z", "y", "x")
+# The space units OME-Zarr allows (UDUNITS-2 names), and the spellings scanners write for them.
+OME_UNITS = (
+    "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot", "gigameter",
+    "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile", "millimeter", "nanometer",
+    "parsec", "petameter", "picometer", "terameter", "yard", "yoctometer", "yottameter", "zeptometer", "zettameter",
+)
+UNIT_SPELLINGS = {"µm": "micrometer", "μm": "micrometer", "\\u00b5m": "micrometer", "um": "micrometer",
+                  "micron": "micrometer", "microns": "micrometer", "nm": "nanometer", "mm": "millimeter",
+                  "cm": "centimeter", "m": "meter", "å": "angstrom", "pm": "picometer"}
 
 
 def local_path(path: str | Path) -> Path:
-    text = str(path)
-    return Path(text[len("file://"):] if text.startswith("file://") else text)
+    return absolute(path)
 
 
 def store_kind(path: Path) -> str | None:
@@ -86,17 +96,26 @@ def _context(cache_bytes: int) -> ts.Context:
     return ts.Context({"cache_pool": {"total_bytes_limit": cache_bytes}})
 
 
-def open_volume(path: str | Path, name: str = "volume", cache_bytes: int = READ_CACHE_BYTES) -> ts.TensorStore:
-    """Open a Zarr v2/v3, N5 or OME-Zarr (level 0) volume read-only."""
+def open_volume(path: str | Path, name: str = "volume", cache_bytes: int = READ_CACHE_BYTES,
+                fill_missing: bool = False) -> ts.TensorStore:
+    """Open a Zarr v2/v3, N5 or OME-Zarr (level 0) volume read-only.
+
+    A chunk missing from the store is an error when read, unless ``fill_missing`` and
+    the store's metadata names a fill value for absent chunks.
+    """
     path = local_path(path)
     if not path.exists():
         raise SrjaxError(f"{name} {path} does not exist")
     array_path, kind = _array_path(path)
-    spec = {"driver": kind, "kvstore": {"driver": "file", "path": str(array_path)}}
+    spec = {"driver": kind, "kvstore": {"driver": "file", "path": str(array_path)},
+            "fill_missing_data_reads": fill_missing}
     try:
         volume = ts.open(spec, read=True, context=_context(cache_bytes)).result()
     except ValueError as err:
         raise SrjaxError(f"{name} {path} cannot be opened: {_first_line(err)}") from None
+    if fill_missing and volume.fill_value is None:
+        raise SrjaxError(f"{name} {path} names no fill value for missing chunks; "
+                         "drop --fill-missing, or repair or re-import the volume")
     check_volume(volume, f"{name} {path}")
     return volume
 
@@ -146,33 +165,58 @@ def wait(future, name: str):
     try:
         return future.result()
     except ValueError as err:
-        raise SrjaxError(f"{name} cannot be read: {_first_line(err)}; re-import or repair the volume") from None
+        text = _first_line(err)
+        if text.startswith("NOT_FOUND") and "is missing" in text:
+            raise SrjaxError(f"{name} cannot be read: {text}; repair or re-import the volume, or pass "
+                             "--fill-missing if its absent chunks really mean its fill value") from None
+        raise SrjaxError(f"{name} cannot be read: {text}; re-import or repair the volume") from None
+
+
+def wait_written(future, path: Path):
+    """Wait for a write, naming the output and the cause (disk full, permissions) if it fails."""
+    try:
+        return future.result()
+    except ValueError as err:
+        raise SrjaxError(f"cannot write {path}: {_os_cause(_first_line(err))}") from None
+
+
+def _os_cause(text: str) -> str:
+    """The operating system's words in a TensorStore error, e.g. 'No space left on device'."""
+    match = re.search(r"\[OS error(?: \d+)?: ([^\]]+)\]", text)
+    return match.group(1) if match else text
 
 
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0]
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary sibling of ``path`` (file or directory); move it onto ``path`` only on success."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    _remove(tmp)
-    try:
-        yield tmp
-        if path.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
+def ome_unit(unit: str | None, strict: bool = True) -> str | None:
+    """``unit`` as OME-Zarr names it (``µm`` -> ``micrometer``); an unknown unit is refused,
+    or (not ``strict``: a unit a file records) dropped."""
+    if unit is None or unit == "":
+        return None
+    name = str(unit).strip().lower()
+    name = UNIT_SPELLINGS.get(name, name)
+    if name.endswith("metre"):
+        name = name[: -len("metre")] + "meter"
+    if name not in OME_UNITS:
+        if not strict:
+            return None
+        raise SrjaxError(f"unit {unit!r} is not an OME-Zarr space unit; use one of micrometer, nanometer, "
+                         "millimeter, angstrom (or µm, nm, mm)")
+    return name
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def label_metadata(names: list[str], source_image: str | None = None) -> dict:
+    """OME-Zarr ``image-label`` metadata: a colour and a name for every class id."""
+    meta = {
+        "version": OME_VERSION,
+        "colors": [{"label-value": i, "rgba": [*class_colour(i), 255]} for i in range(len(names))],
+        "properties": [{"label-value": i, "class": name} for i, name in enumerate(names)],
+    }
+    if source_image is not None:
+        meta["source"] = {"image": source_image}
+    return meta
 
 
 def pyramid_factors(shape) -> list[int]:
@@ -188,17 +232,20 @@ class OmeZarrWriter:
 
     Pyramid level k holds every 2^k-th voxel along each axis: nearest-neighbour, so
     label volumes keep valid class ids at every level. Writes are asynchronous with
-    at most MAX_PENDING_WRITES slabs in flight, which bounds memory.
+    at most MAX_PENDING_WRITES slabs in flight, which bounds memory. ``labels``, a
+    list of class names, makes it an OME-Zarr label image (``image-label`` metadata
+    with a colour and a name per class); ``source_image`` is then the image it labels,
+    relative to the output. Errors name ``final``, the path the output will have.
     """
 
     def __init__(self, path: Path, shape, dtype, chunks=DEFAULT_CHUNKS, name: str = "volume",
-                 voxel_size=None, unit: str | None = None, attributes: dict | None = None):
+                 voxel_size=None, unit: str | None = None, attributes: dict | None = None,
+                 labels: list[str] | None = None, source_image: str | None = None, final: Path | None = None):
         self.path, self.shape, self.name = Path(path), tuple(int(s) for s in shape), name
+        self.final = final or self.path
         self.factors = pyramid_factors(self.shape)
-        self.path.mkdir(parents=True)
-        (self.path / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-        self.levels = [self._create(str(level), factor, dtype, chunks) for level, factor in enumerate(self.factors)]
         self.pending = []
+        unit = ome_unit(unit)
         scale = [float(v) for v in (voxel_size if voxel_size is not None else (1.0, 1.0, 1.0))]
         axes = [{"name": axis, "type": "space", **({"unit": unit} if unit else {})} for axis in AXES]
         datasets = [
@@ -207,7 +254,26 @@ class OmeZarrWriter:
         ]
         multiscale = {"version": OME_VERSION, "name": name, "axes": axes, "datasets": datasets,
                       "type": "nearest-neighbour subsampling"}
-        self.attributes = {"multiscales": [multiscale], **({"srjax": attributes} if attributes else {})}
+        self.attributes = {"multiscales": [multiscale], "srjax": {"written_by": f"srjax {__version__}", **(attributes or {})}}
+        if labels is not None:
+            self.set_labels(labels, source_image)
+        with self._writing():
+            self.path.mkdir(parents=True)
+            (self.path / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+            self.levels = [self._create(str(level), factor, dtype, chunks) for level, factor in enumerate(self.factors)]
+
+    def set_labels(self, names: list[str], source_image: str | None = None) -> None:
+        """Make the output a label image: a colour and a name for each class id."""
+        self.attributes["image-label"] = label_metadata(names, source_image)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except OSError as err:
+            raise SrjaxError(f"cannot write {self.final}: {err.strerror or err}") from None
+        except ValueError as err:
+            raise SrjaxError(f"cannot write {self.final}: {_os_cause(_first_line(err))}") from None
 
     def _create(self, level: str, factor: int, dtype, chunks) -> ts.TensorStore:
         shape = [-(-s // factor) for s in self.shape]
@@ -230,7 +296,7 @@ class OmeZarrWriter:
             picked = slab[first - start :: factor, ::factor, ::factor]
             self.pending.append(level[first // factor : first // factor + len(picked)].write(picked))
         while len(self.pending) > MAX_PENDING_WRITES * len(self.levels):
-            wait(self.pending.pop(0), self.name)
+            wait_written(self.pending.pop(0), self.final)
 
     def abandon(self) -> None:
         """Let writes in flight land before the partial output is deleted."""
@@ -243,16 +309,17 @@ class OmeZarrWriter:
 
     def finish(self) -> None:
         for future in self.pending:
-            wait(future, self.name)
+            wait_written(future, self.final)
         self.pending = []
-        (self.path / ".zattrs").write_text(json.dumps(self.attributes, indent=2))
+        with self._writing():
+            (self.path / ".zattrs").write_text(json.dumps(self.attributes, indent=2))
 
 
 @contextlib.contextmanager
 def ome_zarr_writer(path: str | Path, shape, dtype, **kwargs):
     """An ``OmeZarrWriter`` that appears at ``path`` only once the block exits cleanly."""
     with atomic_path(path) as tmp:
-        writer = OmeZarrWriter(tmp, shape, dtype, **kwargs)
+        writer = OmeZarrWriter(tmp, shape, dtype, final=absolute(path), **kwargs)
         try:
             yield writer
         except BaseException:

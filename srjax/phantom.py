@@ -191,11 +191,11 @@ def phantom_slice(spec: PhantomSpec, z: int, geometry: _Geometry | None = None) 
 
 def make_phantom(spec: PhantomSpec = PhantomSpec(), progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Whole phantom in memory: (volume float32 [N,H,W], labels uint8 [N,H,W])."""
-    from tqdm import tqdm
+    from srjax.progress import bar as progress_bar
 
     geo = _geometry(spec)
     volume = np.empty(spec.shape, np.float32)
     labels = np.empty(spec.shape, np.uint8)
-    for z in tqdm(range(spec.shape[0]), desc="phantom", unit="slice", disable=not progress):
+    for z in progress_bar(range(spec.shape[0]), desc="phantom", unit="slice", disable=not progress):
         volume[z], labels[z] = phantom_slice(spec, z, geo)
     return volume, labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
+from srjax.progress import bar as progress_bar
 
 from srjax.data import read_stack
 from srjax.train import batch_sharded, replicated
@@ -46,7 +46,7 @@ def predict_volume(
     depth, h, w = volume.shape
     full = slice(None)
     confidence_sum = 0.0
-    for start in tqdm(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
+    for start in progress_bar(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
         zs = list(range(start, min(start + batch_size, depth)))
         stacks = np.stack([read_stack(volume, z, num_slices, full, full, low, high) for z in zs])
         if len(zs) < batch_size:  # pad the last batch so it splits evenly over the devices

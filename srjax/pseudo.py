@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
+from srjax.progress import bar as progress_bar
 
 from srjax import clustering as cl
 from srjax import io
+from srjax.config import MAX_CLASSES
 from srjax.errors import SrjaxError
 from srjax.sources import Source, slab_depth
 
@@ -31,6 +32,9 @@ FLOAT_BINS = 65536
 FEATURE_BINS = 512  # per axis of the 2-D histogram of gmm-full
 MAX_AUTO_CLASSES = 8
 METHODS = ("kmeans", "kmeans-lloyd", "otsu", "gmm", "gmm-full")
+# EM costs grow with K (gmm at K = 32 takes about 35 s on 65,536 bins on a 2-core CPU;
+# gmm-full works on up to 512² 2-D bins); the k-means methods fit any K the labels hold.
+GMM_MAX_CLASSES = {"gmm": 32, "gmm-full": 16}
 SLAB_BYTES = 32 << 20
 BINCOUNT_BLOCK = 1 << 20
 
@@ -124,7 +128,7 @@ def _slabs(source: Source, halo: int, desc: str, progress: bool):
 
     with ThreadPoolExecutor(1) as reader:
         pending = reader.submit(read, starts[0])
-        for index, start in enumerate(tqdm(starts, desc=desc, unit="slab", disable=not progress)):
+        for index, start in enumerate(progress_bar(starts, desc=desc, unit="slab", disable=not progress)):
             slab = np.asarray(pending.result())
             if index + 1 < len(starts):
                 pending = reader.submit(read, starts[index + 1])
@@ -236,8 +240,13 @@ def check_method(method: str) -> None:
         raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+def method_class_limit(method: str) -> int:
+    """The most classes ``method`` fits: what uint8 labels hold, less for the mixtures."""
+    return GMM_MAX_CLASSES.get(method, MAX_CLASSES)
+
+
 def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: int = 0,
-            name: str = "volume", two_d: bool = False) -> tuple[cl.Clustering, dict | None]:
+            name: str = "volume", two_d: bool = False, progress: bool = False) -> tuple[cl.Clustering, dict | None]:
     """Cluster the occupied bins; ``classes`` is K or 'auto'. Returns the clustering and the K curve."""
     occupied = np.flatnonzero(counts)
     if len(occupied) == 0:
@@ -254,9 +263,13 @@ def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: in
         classes, curve = choose_classes(method, x, w, min(MAX_AUTO_CLASSES, distinct), seed, reg)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise SrjaxError(f"classes={classes!r}: need an integer of at least 2, or 'auto'")
-    if classes > min(distinct, 255):
-        raise SrjaxError(f"classes={classes} is more than the {distinct} distinct values in {name}; lower the classes")
-    return fit(method, x, w, classes, seed, reg), curve
+    limit = method_class_limit(method)
+    if classes > limit:
+        raise SrjaxError(f"classes={classes} is more than {method} fits (at most {limit}); lower the classes")
+    if classes > distinct:
+        what = "values" if binning.integer else f"occupied bins of its {binning.bins}-bin histogram"
+        raise SrjaxError(f"classes={classes} is more than the {distinct} distinct {what} in {name}; lower the classes")
+    return fit(method, x, w, classes, seed, reg, progress), curve
 
 
 def bin_points(binning: Binning, ids: np.ndarray, two_d: bool) -> np.ndarray:
@@ -267,14 +280,14 @@ def bin_points(binning: Binning, ids: np.ndarray, two_d: bool) -> np.ndarray:
     return centres[ids]
 
 
-def fit(method: str, x, w, classes: int, seed: int, reg: float) -> cl.Clustering:
+def fit(method: str, x, w, classes: int, seed: int, reg: float, progress: bool = False) -> cl.Clustering:
     if method == "kmeans":
         return cl.kmeans_exact(x, w, classes)
     if method == "kmeans-lloyd":
         return cl.kmeans_lloyd(x, w, classes, seed)
     if method == "otsu":
         return cl.multi_otsu(x, w, classes)
-    return cl.gmm(x, w, classes, reg)
+    return cl.gmm(x, w, classes, reg, progress)
 
 
 def choose_classes(method: str, x, w, max_classes: int, seed: int, reg: float) -> tuple[int, dict]:
@@ -301,7 +314,7 @@ def run_stage1(source: Source, writer, method: str = "kmeans", classes=4, mask=N
     binning, value_range_found = choose_binning(source, mask, two_d, progress)
     features = Features(binning, two_d)
     counts = histogram(source, features, mask, progress)
-    clustering, curve = cluster(method, binning, counts, classes, seed, source.name, two_d)
+    clustering, curve = cluster(method, binning, counts, classes, seed, source.name, two_d, progress)
     if value_range_found is None:  # exact bins: the occupied ones are the extreme values
         occupied = np.flatnonzero(counts)
         value_range_found = binning.centres[occupied[[0, -1]]]
@@ -312,10 +325,17 @@ def run_stage1(source: Source, writer, method: str = "kmeans", classes=4, mask=N
 
 
 def write_pseudo_labels(source: Source, path, method: str = "kmeans", classes=4, mask=None, seed: int = 0,
-                        progress: bool = False, voxel_size=None, unit: str | None = None) -> Stage1:
-    """Stage 1 into an OME-Zarr label volume at ``path``, its summary kept in the attributes."""
+                        progress: bool = False, voxel_size=None, unit: str | None = None,
+                        source_image: str | None = None) -> Stage1:
+    """Stage 1 into an OME-Zarr label image at ``path``, its summary kept in the attributes."""
     with io.ome_zarr_writer(path, source.shape, np.uint8, name="pseudo labels", chunks=io.LABEL_CHUNKS,
                             voxel_size=voxel_size, unit=unit) as writer:
         result = run_stage1(source, writer, method, classes, mask, seed, progress)
-        writer.attributes["srjax"] = result.summary()
+        writer.attributes["srjax"].update(result.summary())
+        writer.set_labels(class_names(result.clustering.means), source_image)
     return result
+
+
+def class_names(means) -> list[str]:
+    """A name for each class id: its number and mean value, darkest first."""
+    return [f"class {i} (mean {mean:.4g})" for i, mean in enumerate(means)]

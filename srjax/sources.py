@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from srjax.progress import bar as progress_bar
 
 from srjax import io
 from srjax.errors import SrjaxError
@@ -29,8 +29,6 @@ DXCHANGE_PIXEL_SIZE = (
     "/measurement/instrument/detection_system/objective/resolution",
     "/measurement/instrument/detector/pixel_size_x",
 )
-IMAGEJ_UNITS = {"micron": "micrometer", "\\u00B5m": "micrometer", "µm": "micrometer", "um": "micrometer",
-                "nm": "nanometer", "mm": "millimeter"}
 
 
 @dataclasses.dataclass
@@ -51,14 +49,16 @@ def is_native(path: str | Path) -> bool:
     return io.store_kind(io.local_path(path)) is not None
 
 
-def open_source(path: str | Path, name: str = "volume", dataset: str | None = None) -> Source:
+def open_source(path: str | Path, name: str = "volume", dataset: str | None = None,
+                fill_missing: bool = False) -> Source:
     path = io.local_path(path)
     label = f"{name} {path}"
     if not path.exists():
         raise SrjaxError(f"{label} does not exist")
     suffix = path.suffix.lower()
     if io.store_kind(path) is not None:
-        source = from_store(io.open_volume(path, name, cache_bytes=0), label, io.voxel_size(path))
+        source = from_store(io.open_volume(path, name, cache_bytes=0, fill_missing=fill_missing), label,
+                            io.voxel_size(path))
     elif path.is_dir():
         source = _tiff_directory(path, label)
     elif suffix in TIFF_SUFFIXES:
@@ -150,13 +150,15 @@ def _tiff_voxel_size(tif) -> tuple[list, str | None] | None:
     """Voxel size from ImageJ metadata (slice spacing and XY resolution), if present."""
     meta = tif.imagej_metadata or {}
     tags = tif.pages[0].tags
-    if "XResolution" not in tags or "spacing" not in meta:
+    if "XResolution" not in tags or not meta:
         return None
+
     def size(tag):
         numerator, denominator = tags[tag].value
         return denominator / numerator if numerator else 1.0
-    unit = IMAGEJ_UNITS.get(meta.get("unit", ""), meta.get("unit") or None)
-    return [float(meta["spacing"]), size("YResolution"), size("XResolution")], unit
+
+    # Without a slice spacing ImageJ takes one unit, as it shows the stack itself.
+    return [float(meta.get("spacing", 1.0)), size("YResolution"), size("XResolution")], io.ome_unit(meta.get("unit"), strict=False)
 
 
 def _hdf5(path: Path, label: str, dataset: str) -> Source:
@@ -217,24 +219,23 @@ def slab_depth(shape, dtype, budget: int = SLAB_BYTES) -> int:
     return max(1, budget // (int(np.prod(shape[1:])) * np.dtype(dtype).itemsize))
 
 
+def voxel_size_and_unit(source: Source, voxel_size=None, unit: str | None = None):
+    """The voxel size and unit outputs record: given, else the source's. A size given
+    without a unit is in micrometers; a source without a size records none (1, unitless)."""
+    if voxel_size is not None:
+        return list(voxel_size), io.ome_unit(unit) or "micrometer"
+    if source.voxel_size is not None:
+        return source.voxel_size, io.ome_unit(unit) or io.ome_unit(source.unit, strict=False)
+    return None, io.ome_unit(unit)
+
+
 def import_volume(source: Source, out: str | Path, chunks=io.DEFAULT_CHUNKS, voxel_size=None,
                   unit: str | None = None, progress: bool = True) -> None:
     """Stream ``source`` into an OME-Zarr image at ``out``, slab by slab."""
     depth = slab_depth(source.shape, source.dtype)
-    size = voxel_size if voxel_size is not None else source.voxel_size
+    size, unit = voxel_size_and_unit(source, voxel_size, unit)
     with io.ome_zarr_writer(out, source.shape, source.dtype, chunks=chunks, name=Path(out).stem,
-                            voxel_size=size, unit=unit or source.unit, attributes=source.attributes) as writer:
-        for start in tqdm(range(0, source.shape[0], depth), desc="import", unit="slab", disable=not progress):
+                            voxel_size=size, unit=unit, attributes=source.attributes) as writer:
+        for start in progress_bar(range(0, source.shape[0], depth), desc="import", unit="slab", disable=not progress):
             stop = min(start + depth, source.shape[0])
             writer[start:stop] = np.asarray(source.read(start, stop))
-
-
-def as_store(path: str | Path, workdir: Path, stem: str, name: str, dataset: str | None = None,
-             progress: bool = True) -> Path:
-    """``path`` itself if TensorStore reads it, else its import at ``workdir/stem.ome.zarr`` (made once)."""
-    if is_native(path):
-        return io.local_path(path)
-    target = workdir / f"{stem}.ome.zarr"
-    if not target.exists():
-        import_volume(open_source(path, name, dataset), target, progress=progress)
-    return target

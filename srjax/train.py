@@ -20,12 +20,13 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm import tqdm
+from srjax.progress import bar as progress_bar
 
 from srjax import augment, data
 from srjax.config import Stage2Config, Stage3Config
 from srjax.errors import SrjaxError
 from srjax.losses import masked_mean
+from srjax.outputs import deferred_interrupts
 
 
 class FitState(flax.struct.PyTreeNode):
@@ -102,7 +103,8 @@ def correct_step(state: CorrectState, batch, rng, *, model, optimizer, loss_fn, 
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, settings.ema)
     )
-    return new_state, {"loss": loss, "kept": keep.mean()}
+    kept_by_class = (jax.nn.one_hot(target, probs.shape[-1]) * keep[..., None]).mean(axis=(0, 1, 2))
+    return new_state, {"loss": loss, "kept": keep.mean(), "kept_by_class": kept_by_class}
 
 
 def compile_step(step_fn: Callable, mesh):
@@ -165,37 +167,55 @@ def train(
 ):
     """Run ``step_fn`` over ``dataset``; resume from the latest checkpoint if there is one.
 
-    Returns the final state and the per-step metric history (of all runs, resumed or not).
+    Returns the final state, the per-step history of the scalar metrics, and the sums
+    over all steps of the vector ones (of all runs, resumed or not). A non-finite loss
+    stops training before anything from that step on is saved.
     """
     total = len(dataset)
     iterator = data.iterate(dataset, read_threads)
     history: list[dict] = []
+    sums: dict[str, list] = {}
     manager = checkpoint_manager(checkpoint_dir)
     start = manager.latest_step() or 0
     if start:
         state, record = restore_state(checkpoint_dir, state, mesh, start)
         iterator.set_state(record["iterator"])
-        history = record["history"]
+        history, sums = record["history"], record.get("sums", {})
     state = jax.device_put(state, replicated(mesh))
     step = compile_step(step_fn, mesh)
     rng = jax.device_put(jax.random.key(seed), replicated(mesh))
-    bar = tqdm(total=total, initial=start, desc=name, unit="step", disable=not progress)
+    bar = progress_bar(total=total, initial=start, desc=name, unit="step", disable=not progress)
     pending = []
     for index in range(start, total):
         state, metrics = step(state, _put_batch(next(iterator), mesh), rng)
         pending.append(metrics)
         done = index + 1
         if done % checkpoint_every == 0 or done == total:
-            history += [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+            _collect(name, jax.device_get(pending), done - len(pending), history, sums)
             pending = []
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            record = {"iterator": iterator.get_state(), "history": history}
-            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)))
+            record = {"iterator": iterator.get_state(), "history": history, "sums": sums}
+            with deferred_interrupts():  # a checkpoint is never cut short by Ctrl-C
+                manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                           record=ocp.args.JsonSave(record)))
+                manager.wait_until_finished()
         bar.update(1)
     bar.close()
-    manager.wait_until_finished()
     manager.close()
-    return state, history
+    return state, history, sums
+
+
+def _collect(name: str, steps: list[dict], first: int, history: list, sums: dict) -> None:
+    """Add the metrics of steps ``first``, ``first + 1``, ...: scalars to the history, vectors to the sums."""
+    for offset, metrics in enumerate(steps):
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+            raise SrjaxError(f"{name}: the loss became {loss} at step {first + offset + 1}; no labels were written. "
+                             "Lower the learning rate, or check the volume for extreme values")
+        for key, value in metrics.items():
+            if np.ndim(value):
+                sums[key] = (np.asarray(sums.get(key, 0.0)) + np.asarray(value, np.float64)).tolist()
+        history.append({key: float(value) for key, value in metrics.items() if not np.ndim(value)})
 
 
 def bind_fit_step(model, optimizer, loss_fn, settings: Stage2Config):

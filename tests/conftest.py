@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from srjax import config as cfg  # noqa: E402
+from srjax import presets  # noqa: E402
 from srjax import io  # noqa: E402
 from srjax.phantom import PhantomSpec, make_phantom  # noqa: E402
 
@@ -28,7 +29,7 @@ def tiny_files(tmp_path_factory, tiny_phantom):
     volume, truth = tiny_phantom
     np.save(root / "volume.npy", volume)
     np.save(root / "truth.npy", truth)
-    (root / "tiny.json").write_text(json.dumps(cfg.to_dict(cfg.tiny_config())))
+    (root / "tiny.json").write_text(json.dumps(cfg.to_dict(presets.tiny())))
     return root
 
 

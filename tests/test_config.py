@@ -3,6 +3,7 @@ import json
 import pytest
 
 from srjax import config as cfg
+from srjax import presets
 from srjax.errors import SrjaxError
 
 
@@ -24,8 +25,8 @@ def test_bad_value_type():
 
 def test_file_round_trip(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg.to_dict(cfg.tiny_config())))
-    assert cfg.load(path) == cfg.tiny_config()
+    path.write_text(json.dumps(cfg.to_dict(presets.tiny())))
+    assert cfg.load(path) == presets.tiny()
     toml = tmp_path / "c.toml"
     toml.write_text("seed = 5\n[stage3]\nema = 0.9\n")
     loaded = cfg.load(toml)

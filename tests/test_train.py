@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from srjax import config as cfg
+from srjax import presets
 from srjax import data, train
 from srjax.losses import pixel_loss
 from srjax.models import build_model
@@ -29,7 +30,7 @@ def test_ema_update_by_hand():
 
 
 def _run_both_stages(tmp_path, devices, volume, labels):
-    config = cfg.tiny_config()
+    config = presets.tiny()
     dc = config.data
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
     loss_fn = pixel_loss(config.loss)
@@ -104,7 +105,7 @@ def test_batch_not_divisible_by_devices_is_refused(tmp_path, tiny_phantom):
     from srjax.pipeline import run_pipeline
 
     volume, _ = tiny_phantom
-    config = cfg.apply_overrides(cfg.tiny_config(), ["data.batch_size=6"])
+    config = cfg.apply_overrides(presets.tiny(), ["data.batch_size=6"])
     with pytest.raises(SrjaxError, match="multiple of the 4 devices"):
         run_pipeline(volume, tmp_path / "out", config, progress=False)
     assert not (tmp_path / "out").exists()

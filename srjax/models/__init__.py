@@ -43,3 +43,8 @@ def build_model(name: str, num_classes: int, width: str = "paper", dropout: floa
     if width not in widths:
         raise SrjaxError(f"unknown width preset {width!r} for model {name}; choose one of {', '.join(widths)}")
     return constructor(num_classes=num_classes, widths=widths[width], dropout=dropout)
+
+
+def width_names(name: str) -> tuple[str, ...]:
+    """The width presets model ``name`` has."""
+    return tuple(_REGISTRY[name][1])
