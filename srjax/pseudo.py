@@ -267,8 +267,9 @@ def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: in
     if classes > limit:
         raise SrjaxError(f"classes={classes} is more than {method} fits (at most {limit}); lower the classes")
     if classes > distinct:
-        what = "values" if binning.integer else f"occupied bins of its {binning.bins}-bin histogram"
-        raise SrjaxError(f"classes={classes} is more than the {distinct} distinct {what} in {name}; lower the classes")
+        counted = "" if binning.integer else f" (counted in its {binning.bins}-bin histogram)"
+        raise SrjaxError(f"classes={classes} is more than the {distinct} distinct values in {name}{counted}; "
+                         "lower the classes")
     return fit(method, x, w, classes, seed, reg, progress), curve
 
 

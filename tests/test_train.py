@@ -40,7 +40,7 @@ def _run_both_stages(tmp_path, devices, volume, labels):
     state = train.FitState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
     common = dict(seed=0, checkpoint_every=100, read_threads=1, progress=False)
     ds = data.crop_dataset(volume, labels, dc, float(volume.min()), float(volume.max()), 2, 0)
-    fitted, h2 = train.train("fit", train.bind_fit_step(model, opt, loss_fn, config.stage2), state, ds, mesh, tmp_path / "s2", **common)
+    fitted, h2, _ = train.train("fit", train.bind_fit_step(model, opt, loss_fn, config.stage2), state, ds, mesh, tmp_path / "s2", **common)
     state = train.CorrectState(
         step=jnp.zeros((), jnp.int32),
         params=fitted.params,
@@ -50,7 +50,7 @@ def _run_both_stages(tmp_path, devices, volume, labels):
     ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, 1)
     stage3 = cfg.Stage3Config(confidence=0.3, ema=0.9)
     step = train.bind_correct_step(model, opt, loss_fn, stage3)
-    corrected, h3 = train.train("correct", step, state, ds, mesh, tmp_path / "s3", **common)
+    corrected, h3, _ = train.train("correct", step, state, ds, mesh, tmp_path / "s3", **common)
     return jax.device_get(corrected), h2 + h3
 
 
