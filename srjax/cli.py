@@ -142,6 +142,7 @@ def cmd_pseudo(args) -> None:
 
     from srjax.outputs import absolute, claim_output
     from srjax.pseudo import check_method, method_class_limit, write_pseudo_labels
+    from srjax.report import k_curve
     from srjax.sources import open_source, voxel_size_and_unit
 
     check_method(args.method)
@@ -157,16 +158,9 @@ def cmd_pseudo(args) -> None:
                                      progress=True, voxel_size=size, unit=unit)
     summary = result.summary()
     if result.curve:
-        _print_curve(result.curve)
+        print(k_curve(result.curve))
     print(json.dumps({key: summary[key] for key in ("method", "classes", "means", "objective_name", "objective")}))
     print(f"wrote {out}")
-
-
-def _print_curve(curve: dict) -> None:
-    values = curve.get("bic", curve.get("sse"))
-    print(f"choosing K by the {curve['rule']}:")
-    for k, value in zip(curve["k"], values):
-        print(f"  K={k}: {value:.6g}{'   <- chosen' if k == curve['chosen'] else ''}")
 
 
 def cmd_explain(args) -> None:

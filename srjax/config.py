@@ -96,6 +96,7 @@ class LossConfig:
 @dataclasses.dataclass(frozen=True)
 class Stage2Config:
     epochs: int = _field(200, COUNT)
+    steps: int = _field(0, NON_NEGATIVE)  # 0: as many as the epochs give; else exactly this many
     learning_rate: float = _field(1e-3, POSITIVE)
     # Random rotations/flips here too, so the stage-2 model is as good on the weak views
     # it labels as teacher in stage 3 as on the canonical orientation.
@@ -105,6 +106,7 @@ class Stage2Config:
 @dataclasses.dataclass(frozen=True)
 class Stage3Config:
     epochs: int = _field(200, COUNT)
+    steps: int = _field(0, NON_NEGATIVE)  # 0: as many as the epochs give; else exactly this many
     learning_rate: float = _field(1e-3, POSITIVE)
     confidence: float = _field(0.5, FRACTION_BELOW_ONE)
     ema: float = _field(0.99, FRACTION)

@@ -61,7 +61,15 @@ class CropSampler(grain.transforms.RandomMap):
         return item
 
 
-def check_sizes(config: DataConfig, shape, epochs: int) -> None:
+def batches(depth: int, batch_size: int, epochs: int, steps: int) -> tuple[int, int]:
+    """(epochs of crops to draw, steps to train): ``epochs`` passes over the slices, or
+    exactly ``steps`` batches when ``steps`` is set (drawing as many epochs as that needs)."""
+    if steps:
+        return -(-steps * batch_size // depth), steps
+    return epochs, epochs * depth // batch_size
+
+
+def check_sizes(config: DataConfig, shape, epochs: int, steps: int = 0) -> None:
     """Crop, stack and batch sizes that fit a volume of ``shape``; checked before any work."""
     depth, h, w = shape
     if config.crop > min(h, w):
@@ -69,26 +77,30 @@ def check_sizes(config: DataConfig, shape, epochs: int) -> None:
                          f"set data.crop to at most {min(h, w)}")
     if config.slices < 1 or config.slices % 2 == 0:
         raise SrjaxError(f"data.slices={config.slices} must be a positive odd number (the target is the middle slice)")
-    if epochs * depth < config.batch_size:
+    if batches(depth, config.batch_size, epochs, steps)[1] < 1:
         raise SrjaxError(
             f"{epochs} epoch(s) of {depth} slices give fewer crops than one batch of {config.batch_size}; "
             "raise the epochs or lower data.batch_size"
         )
 
 
-def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, epochs: int, seed: int):
-    """A batched grain MapDataset: each epoch visits every slice once in a shuffled order."""
+def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, epochs: int, seed: int,
+                 steps: int = 0):
+    """A batched grain MapDataset: each epoch visits every slice once in a shuffled order;
+    ``epochs`` of them, or ``steps`` batches when set."""
     depth = volume.shape[0]
-    check_sizes(config, volume.shape, epochs)
+    check_sizes(config, volume.shape, epochs, steps)
     volume, labels = io.as_volume(volume), None if labels is None else io.as_volume(labels)
     sampler = CropSampler(volume, labels, config.slices, config.crop, low, high)
-    return (
+    epochs, steps = batches(depth, config.batch_size, epochs, steps)
+    dataset = (
         grain.MapDataset.range(depth)
         .shuffle(seed=seed)
         .repeat(epochs)
         .random_map(sampler, seed=seed)
         .batch(config.batch_size, drop_remainder=True)
     )
+    return dataset[:steps]
 
 
 def iterate(dataset, read_threads: int):

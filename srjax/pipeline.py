@@ -66,7 +66,7 @@ def check_inputs(volume: Source, truth: Source | None, config: Config, mesh) -> 
         raise SrjaxError(f"data.batch_size={config.data.batch_size} is not a multiple of the {devices} devices; "
                          "change it")
     for stage in (config.stage2, config.stage3):
-        data.check_sizes(config.data, volume.shape, stage.epochs)
+        data.check_sizes(config.data, volume.shape, stage.epochs, stage.steps)
 
 
 def run_pipeline(volume, out: str | Path, config: Config, truth=None, *, preset: str | None = None,
@@ -115,7 +115,8 @@ def _run(run: rundir.RunDir, config: Config, volume: Input, truth: Input | None,
     params = train.init_params(model, dc.slices, dc.crop, config.seed)
     optimizer = optax.adam(config.stage2.learning_rate)
     state = train.FitState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state=optimizer.init(params))
-    dataset = data.crop_dataset(store, pseudo_labels, dc, low, high, config.stage2.epochs, config.seed)
+    dataset = data.crop_dataset(store, pseudo_labels, dc, low, high, config.stage2.epochs, config.seed,
+                                config.stage2.steps)
     step = train.bind_fit_step(model, optimizer, loss_fn, config.stage2)
     state2, history2, _ = train.train("stage 2", step, state, dataset, mesh, run.checkpoints("stage2"), **common)
     timings["stage2"] = time.perf_counter() - start
@@ -130,7 +131,8 @@ def _run(run: rundir.RunDir, config: Config, volume: Input, truth: Input | None,
         opt_state=optimizer.init(stage2_params),
         teacher=jax.tree.map(jax.numpy.copy, stage2_params),  # own buffers: the step donates both
     )
-    dataset = data.crop_dataset(store, None, dc, low, high, config.stage3.epochs, config.seed + 1)
+    dataset = data.crop_dataset(store, None, dc, low, high, config.stage3.epochs, config.seed + 1,
+                                config.stage3.steps)
     step = train.bind_correct_step(model, optimizer, loss_fn, config.stage3)
     state3, history3, sums3 = train.train("stage 3", step, state, dataset, mesh, run.checkpoints("stage3"), **common)
     timings["stage3"] = time.perf_counter() - start
@@ -173,6 +175,8 @@ def _pseudo_labels(run: rundir.RunDir, store, config: Config, labels_meta: dict,
                                         pc.mask or None, config.seed, progress, labels_meta["voxel_size"],
                                         labels_meta["unit"], labels_meta["source_image"])
     info = result.summary()
+    if result.curve and progress:
+        print(report.k_curve(result.curve))
     write_json(run.stage1, info)
     return info
 

@@ -32,6 +32,15 @@ def score_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def k_curve(curve: dict) -> str:
+    """The ``--classes auto`` curve and the K it chose."""
+    values = curve.get("bic", curve.get("sse"))
+    lines = [f"choosing K by the {curve['rule']}:"]
+    lines += [f"  K={k}: {value:.6g}{'   <- chosen' if k == curve['chosen'] else ''}"
+              for k, value in zip(curve["k"], values)]
+    return "\n".join(lines)
+
+
 def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 

@@ -150,7 +150,7 @@ def _tiff_voxel_size(tif) -> tuple[list, str | None] | None:
     """Voxel size from ImageJ metadata (slice spacing and XY resolution), if present."""
     meta = tif.imagej_metadata or {}
     tags = tif.pages[0].tags
-    if "XResolution" not in tags or not meta:
+    if "XResolution" not in tags or not (meta.get("spacing") or meta.get("unit")):
         return None
 
     def size(tag):

@@ -98,7 +98,7 @@ def summarise(counts: dict, classes: int, class_names: list[str], voxel_size=Non
                                  "counts": histogram.tolist()},
     }
     if voxel_volume is not None:
-        summary["volume_unit"] = f"{unit or 'unit'}^3"
+        summary["volume_unit"] = f"{unit}^3" if unit else "voxel-size units^3"
     summary["warnings"] = warnings(summary)
     return summary
 

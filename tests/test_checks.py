@@ -158,12 +158,13 @@ def test_a_non_finite_loss_stops_training_naming_the_step():
 def test_presets_are_functions_and_the_default_is_recorded(tiny_files, tmp_path, capsys):
     assert presets.paper() == cfg.Config()
     assert presets.cpu().data.crop == 64 and presets.tiny().model.width == "tiny"
+    assert presets.cpu().stage2.steps == 1200  # the demo's 200 epochs of 48 slices, for any depth
     for preset in presets.PRESETS.values():
         cfg.validate(preset())
     assert presets.default_preset()[0] == "cpu"  # the tests run on the CPU
     out = tmp_path / "out"
     assert main(["run", str(tiny_files / "volume.npy"), "--classes", "3", "--out", str(out),
-                 "--set", "data.crop=32", "--set", "stage2.epochs=1", "--set", "stage3.epochs=1",
+                 "--set", "data.crop=32", "--set", "stage2.steps=2", "--set", "stage3.steps=2",
                  "--set", "model.width=tiny", "--set", "data.slices=3", "--set", "data.batch_size=4"]) == 0
     assert "preset cpu (no accelerator found" in capsys.readouterr().out
     assert json.loads((out / "run.json").read_text())["preset"] == "cpu"

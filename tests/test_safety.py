@@ -18,8 +18,7 @@ from srjax import io, outputs
 from srjax.cli import main
 from srjax.errors import SrjaxError
 
-TINY = ["--set", "stage2.epochs=2", "--set", "stage3.epochs=2", "--set", "data.crop=32", "--set", "data.batch_size=4",
-        "--set", "model.width=tiny", "--set", "data.slices=3", "--set", "checkpoint_every=2", "--preset", "cpu"]
+TINY = ["--preset", "tiny", "--set", "stage2.epochs=2", "--set", "stage3.epochs=2"]
 
 
 def _env():

@@ -109,3 +109,13 @@ def test_batch_not_divisible_by_devices_is_refused(tmp_path, tiny_phantom):
     with pytest.raises(SrjaxError, match="multiple of the 4 devices"):
         run_pipeline(volume, tmp_path / "out", config, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_step_budget_draws_the_same_crops_as_epochs_would(tiny_phantom):
+    volume, labels = tiny_phantom
+    dc = presets.tiny().data
+    by_epochs = data.crop_dataset(volume, labels, dc, 0.0, 1.0, 3, 0)
+    by_steps = data.crop_dataset(volume, labels, dc, 0.0, 1.0, 1, 0, steps=5)
+    assert len(by_epochs) == 3 * 8 // 4 and len(by_steps) == 5
+    for i in range(5):
+        np.testing.assert_array_equal(by_steps[i]["image"], by_epochs[i]["image"])

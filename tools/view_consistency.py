@@ -7,25 +7,24 @@ background) per view, each prediction rotated back before scoring.
 
   python tools/view_consistency.py RUN_DIR [--stage stage2|stage3] [--volume V --truth T]
 
-VOLUME and TRUTH default to a demo run's RUN_DIR/phantom/volume.ome.zarr and truth.ome.zarr.
+VOLUME and TRUTH default to the ones the run read (its run.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srjax import config as cfg
 from srjax.augment import dihedral
 from srjax.data import read_stack
 from srjax.io import open_volume, read
 from srjax.metrics import confusion, score
 from srjax.models import build_model
+from srjax.rundir import open_run
 from srjax.train import latest_params
 
 INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # the dihedral element that undoes each view
@@ -35,18 +34,19 @@ VIEWS = ("identity", "rot90", "rot180", "rot270", "flip-h", "flip-v", "transpose
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--volume", type=Path, help="default: RUN/phantom/volume.ome.zarr")
-    parser.add_argument("--truth", type=Path, help="default: RUN/phantom/truth.ome.zarr")
+    parser.add_argument("--volume", type=Path, help="default: the volume the run read")
+    parser.add_argument("--truth", type=Path, help="default: the ground truth the run read")
     parser.add_argument("--stage", choices=("stage2", "stage3"), default="stage2")
     args = parser.parse_args()
 
-    config = cfg.load(args.run / "config.json")
-    params = latest_params(args.run / "checkpoints" / args.stage, "teacher" if args.stage == "stage3" else "params")
-    stage1 = json.loads((args.run / "stage1.json").read_text())
+    run, config, record = open_run(args.run)
+    params = latest_params(run.checkpoints(args.stage), "teacher" if args.stage == "stage3" else "params")
+    stage1 = run.read(run.stage1)
     classes = stage1["classes"]
     model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
-    volume = open_volume(args.volume or args.run / "phantom" / "volume.ome.zarr", "--volume")
-    truth = open_volume(args.truth or args.run / "phantom" / "truth.ome.zarr", "--truth")
+    read_from = record.get("read_from") or {}
+    volume = open_volume(args.volume or read_from["volume"], "--volume")
+    truth = open_volume(args.truth or read_from["truth"], "--truth")
     truth = read(truth, "--truth")
     num_true = int(truth.max()) + 1
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
