@@ -141,14 +141,12 @@ def cmd_pseudo(args) -> None:
     import json
 
     from srjax.outputs import absolute, claim_output
-    from srjax.pseudo import check_method, method_class_limit, write_pseudo_labels
+    from srjax.pseudo import check_classes, check_method, write_pseudo_labels
     from srjax.report import k_curve
     from srjax.sources import open_source, voxel_size_and_unit
 
     check_method(args.method)
-    if args.classes != "auto" and args.classes > method_class_limit(args.method):
-        raise SrjaxError(f"--classes {args.classes} is more than {args.method} fits "
-                         f"(at most {method_class_limit(args.method)}); lower it")
+    check_classes(args.method, args.classes, "--classes")
     out = absolute(args.out)
     source = open_source(args.volume, "volume", args.dataset, args.fill_missing)
     mask_path = None if args.mask in (None, "circle") else args.mask

@@ -276,9 +276,6 @@ def validate(config: Config) -> None:
                 choices = _choices(meta["choices"], config)
                 if value not in choices:
                     raise SrjaxError(f"{key}={value!r} is not one of {', '.join(choices)}")
-    from srjax.pseudo import method_class_limit
+    from srjax.pseudo import check_classes
 
-    limit = method_class_limit(config.pseudo.method)
-    if config.pseudo.classes != "auto" and config.pseudo.classes > limit:
-        raise SrjaxError(f"pseudo.classes={config.pseudo.classes} is more than {config.pseudo.method} can fit "
-                         f"(at most {limit}); lower the classes" + ("" if limit == MAX_CLASSES else " or use kmeans"))
+    check_classes(config.pseudo.method, config.pseudo.classes, "pseudo.classes")

@@ -240,9 +240,12 @@ def check_method(method: str) -> None:
         raise SrjaxError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def method_class_limit(method: str) -> int:
-    """The most classes ``method`` fits: what uint8 labels hold, less for the mixtures."""
-    return GMM_MAX_CLASSES.get(method, MAX_CLASSES)
+def check_classes(method: str, classes, name: str = "classes") -> None:
+    """At most the classes ``method`` fits: what uint8 labels hold, fewer for the mixtures."""
+    limit = GMM_MAX_CLASSES.get(method, MAX_CLASSES)
+    if classes != "auto" and classes > limit:
+        raise SrjaxError(f"{name}={classes} is more than {method} fits (at most {limit}); lower it"
+                         + ("" if limit == MAX_CLASSES else " or use kmeans"))
 
 
 def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: int = 0,
@@ -263,9 +266,7 @@ def cluster(method: str, binning: Binning, counts: np.ndarray, classes, seed: in
         classes, curve = choose_classes(method, x, w, min(MAX_AUTO_CLASSES, distinct), seed, reg)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise SrjaxError(f"classes={classes!r}: need an integer of at least 2, or 'auto'")
-    limit = method_class_limit(method)
-    if classes > limit:
-        raise SrjaxError(f"classes={classes} is more than {method} fits (at most {limit}); lower the classes")
+    check_classes(method, classes)
     if classes > distinct:
         counted = "" if binning.integer else f" (counted in its {binning.bins}-bin histogram)"
         raise SrjaxError(f"classes={classes} is more than the {distinct} distinct values in {name}{counted}; "

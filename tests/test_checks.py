@@ -40,7 +40,7 @@ def test_every_setting_is_range_checked(setting, message):
     config = cfg.apply_overrides(presets.tiny(), [setting])
     if message is None:
         cfg.validate(config)
-        with pytest.raises(SrjaxError, match="more than gmm can fit \\(at most 32\\)"):
+        with pytest.raises(SrjaxError, match="more than gmm fits \\(at most 32\\)"):
             cfg.validate(cfg.apply_overrides(config, ["pseudo.classes=40"]))
         return
     with pytest.raises(SrjaxError, match=message.replace("(", "\\(").replace(".", "\\.")):
@@ -68,7 +68,7 @@ def test_config_files_of_the_wrong_shape_or_type(text, suffix, message, tmp_path
     (["--set", "data.crop=64"], "data.crop=64 is larger than the volume's 48x48 slices; set data.crop to at most 48"),
     (["--set", "data.batch_size=64", "--set", "stage2.epochs=1"], "fewer crops than one batch"),
     (["--set", "stage3.ema=1.5"], "stage3.ema=1.5 is out of range"),
-    (["--set", "pseudo.method=gmm", "--classes", "40"], "more than gmm can fit"),
+    (["--set", "pseudo.method=gmm", "--classes", "40"], "more than gmm fits (at most 32)"),
 ])
 def test_bad_settings_stop_before_the_run_directory_is_claimed(extra, message, tiny_files, tmp_path, capsys):
     out = tmp_path / "out"
@@ -96,7 +96,7 @@ def test_too_many_classes_names_the_real_limit(tmp_path, capsys):
     assert "more than the 5 distinct values" in capsys.readouterr().err
     assert main(["pseudo", str(tmp_path / "few.npy"), "--classes", "33", "--method", "gmm",
                  "--out", str(tmp_path / "a.ome.zarr")]) == 2
-    assert "more than gmm fits (at most 32)" in capsys.readouterr().err
+    assert "--classes=33 is more than gmm fits (at most 32)" in capsys.readouterr().err
 
 
 # -------------------------------------------------------------- item 4: missing chunks
