@@ -49,14 +49,16 @@ def summary_table(summary: dict) -> str:
     """Per class: share of the volume at each stage, physical volume, confidence, agreement."""
     has_volume = "volume_unit" in summary
     head = f"{'class':24}{'pseudo':>9}{'stage 2':>9}{'stage 3':>9}"
-    head += f"{'volume (' + summary['volume_unit'] + ')':>24}" if has_volume else ""
+    volume_head = f"volume ({summary['volume_unit']})" if has_volume else ""
+    volume_width = len(volume_head) + 2
+    head += f"{volume_head:>{volume_width}}"
     head += f"{'confidence':>12}{'kept p->2':>11}{'kept 2->3':>11}"
     lines = ["volume fraction of each class, stage-3 mean confidence, and the share of each class's voxels a "
              "stage keeps in that class", head]
     for entry in summary["classes"]:
         f, agree = entry["fraction"], entry["agreement"]
         line = f"{entry['name'][:23]:24}{_percent(f['pseudo']):>9}{_percent(f['stage2']):>9}{_percent(f['stage3']):>9}"
-        line += f"{entry['volume']:>24.4g}" if has_volume else ""
+        line += f"{entry['volume']:>{volume_width}.4g}" if has_volume else ""
         confidence = entry["mean_confidence"]
         line += f"{'-' if confidence is None else f'{confidence:.3f}':>12}"
         line += f"{_percent(agree['pseudo -> stage2']):>11}{_percent(agree['stage2 -> stage3']):>11}"
