@@ -67,6 +67,7 @@ def check_inputs(volume: Source, truth: Source | None, config: Config, mesh) -> 
                          "change it")
     for stage in (config.stage2, config.stage3):
         data.check_sizes(config.data, volume.shape, stage.epochs, stage.steps)
+    pseudo.Mask(config.pseudo.mask or None, volume.shape, "pseudo.mask")  # opens and checks a mask volume
 
 
 def run_pipeline(volume, out: str | Path, config: Config, truth=None, *, preset: str | None = None,

@@ -69,6 +69,7 @@ def test_config_files_of_the_wrong_shape_or_type(text, suffix, message, tmp_path
     (["--set", "data.batch_size=64", "--set", "stage2.epochs=1"], "fewer crops than one batch"),
     (["--set", "stage3.ema=1.5"], "stage3.ema=1.5 is out of range"),
     (["--set", "pseudo.method=gmm", "--classes", "40"], "more than gmm fits (at most 32)"),
+    (["--mask", "/nonexistent/mask.zarr"], "pseudo.mask /nonexistent/mask.zarr does not exist"),
 ])
 def test_bad_settings_stop_before_the_run_directory_is_claimed(extra, message, tiny_files, tmp_path, capsys):
     out = tmp_path / "out"
