@@ -282,15 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(number, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from srjax.outputs import interrupt
     from srjax.progress import close_all
 
-    signal.signal(signal.SIGTERM, _terminate)  # a batch system's stop: the same clean exit as Ctrl-C
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a job started in the background keeps ignoring it
+        signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)  # a batch system's stop: the same clean exit as Ctrl-C
     try:
         args.func(args)
     except SrjaxError as err:

@@ -165,6 +165,23 @@ def claim_output(out: Path, inputs: dict, overwrite: bool = False):
         yield
 
 
+_interrupted = []  # set once Ctrl-C or SIGTERM arrives; long loops check it between steps
+
+
+def interrupt(number=None, frame=None) -> None:
+    """The CLI's SIGINT/SIGTERM handler: remember the interrupt, and stop here.
+
+    Some library code (threads, iterators) can swallow the KeyboardInterrupt raised
+    here; ``check_interrupt`` between steps raises it again where nothing can."""
+    _interrupted.append(number)
+    raise KeyboardInterrupt
+
+
+def check_interrupt() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def deferred_interrupts():
     """Hold Ctrl-C (and SIGTERM) back until the block is done: a save or a rename is never cut short.
@@ -172,8 +189,7 @@ def deferred_interrupts():
     Outside the main thread signals cannot be handled, and the block runs as it is.
     """
     try:
-        received = []
-        previous = {sig: signal.signal(sig, lambda number, frame: received.append(number))
+        previous = {sig: signal.signal(sig, lambda number, frame: _interrupted.append(number))
                     for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:
         yield
@@ -183,8 +199,7 @@ def deferred_interrupts():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt
+        check_interrupt()
 
 
 def plain_json(value):

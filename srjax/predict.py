@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from srjax.outputs import check_interrupt
 from srjax.progress import bar as progress_bar
 
 from srjax.data import read_stack
@@ -47,6 +48,7 @@ def predict_volume(
     full = slice(None)
     confidence_sum = 0.0
     for start in progress_bar(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
+        check_interrupt()
         zs = list(range(start, min(start + batch_size, depth)))
         stacks = np.stack([read_stack(volume, z, num_slices, full, full, low, high) for z in zs])
         if len(zs) < batch_size:  # pad the last batch so it splits evenly over the devices

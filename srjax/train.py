@@ -26,7 +26,7 @@ from srjax import augment, data
 from srjax.config import Stage2Config, Stage3Config
 from srjax.errors import SrjaxError
 from srjax.losses import masked_mean
-from srjax.outputs import deferred_interrupts
+from srjax.outputs import check_interrupt, deferred_interrupts
 
 
 class FitState(flax.struct.PyTreeNode):
@@ -187,6 +187,7 @@ def train(
     bar = progress_bar(total=total, initial=start, desc=name, unit="step", disable=not progress)
     pending = []
     for index in range(start, total):
+        check_interrupt()
         state, metrics = step(state, _put_batch(next(iterator), mesh), rng)
         pending.append(metrics)
         done = index + 1
