@@ -201,8 +201,11 @@ def test_a_full_disk_names_the_output_and_leaves_nothing(volumes, tmp_path):
 
 def test_ctrl_c_is_one_line_and_the_run_resumes(volumes, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "srjax.cli", "run", str(volumes / "good.npy"), "--classes", "3", "--out", str(out),
-            *TINY, "--set", "stage2.epochs=20"]
+    argv = ["run", str(volumes / "good.npy"), "--classes", "3", "--out", str(out), *TINY, "--set", "stage2.epochs=20"]
+    # As at a terminal: a test runner started in the background passes SIGINT on ignored.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"from srjax.cli import main; sys.exit(main({argv!r}))")
+    args = [sys.executable, "-c", code]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = out / "checkpoints" / "stage2"
 
