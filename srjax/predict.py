@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from srjax.outputs import check_interrupt
-from srjax.progress import bar as progress_bar
 
 from srjax.data import read_stack
+from srjax.outputs import check_interrupt
+from srjax.progress import bar as progress_bar
 from srjax.train import batch_sharded, replicated
 
 
@@ -34,8 +34,7 @@ def predict_volume(
     desc: str = "predict",
     progress: bool = True,
 ):
-    """Write argmax labels (and max probability) of every slice into the given arrays;
-    returns the mean max probability over the volume."""
+    """Write argmax labels (and max probability) of every slice into the given arrays."""
     devices = mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
     forward = jax.jit(
@@ -44,9 +43,8 @@ def predict_volume(
         out_shardings=(batch_sharded(mesh), batch_sharded(mesh)),
     )
     params = jax.device_put(params, replicated(mesh))
-    depth, h, w = volume.shape
+    depth = volume.shape[0]
     full = slice(None)
-    confidence_sum = 0.0
     for start in progress_bar(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
         check_interrupt()
         zs = list(range(start, min(start + batch_size, depth)))
@@ -56,7 +54,5 @@ def predict_volume(
         images = jax.make_array_from_process_local_data(batch_sharded(mesh), stacks)
         labels, confidence = jax.device_get(forward(params, images))
         labels_out[start : start + len(zs)] = labels[: len(zs)]
-        confidence_sum += float(confidence[: len(zs)].sum(dtype=np.float64))
         if confidence_out is not None:
             confidence_out[start : start + len(zs)] = confidence[: len(zs)]
-    return confidence_sum / (depth * h * w)

@@ -20,12 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
-from srjax.progress import bar as progress_bar
 
 from srjax import clustering as cl
 from srjax import io
 from srjax.config import MAX_CLASSES
 from srjax.errors import SrjaxError
+from srjax.progress import bar as progress_bar
 from srjax.sources import Source, slab_depth
 
 FLOAT_BINS = 65536

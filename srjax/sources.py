@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from srjax.progress import bar as progress_bar
 
 from srjax import io
 from srjax.errors import SrjaxError
+from srjax.progress import bar as progress_bar
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".cxi")
 TIFF_SUFFIXES = (".tif", ".tiff")

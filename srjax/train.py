@@ -20,13 +20,13 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
-from srjax.progress import bar as progress_bar
 
 from srjax import augment, data
 from srjax.config import Stage2Config, Stage3Config
 from srjax.errors import SrjaxError
 from srjax.losses import masked_mean
 from srjax.outputs import check_interrupt, deferred_interrupts
+from srjax.progress import bar as progress_bar
 
 
 class FitState(flax.struct.PyTreeNode):

@@ -4,7 +4,6 @@ interrupts, write failures (issue items 1-3 and 8-11)."""
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
