@@ -171,7 +171,7 @@ def cmd_explain(args) -> None:
     from srjax.outputs import atomic_path
     from srjax.report import overlay
     from srjax.rundir import open_run
-    from srjax.train import latest_params
+    from srjax.train import latest_params, prediction_key
 
     run, config, record = open_run(args.run)
     if not run.stage1.exists():
@@ -183,7 +183,7 @@ def cmd_explain(args) -> None:
     volume = io.open_volume(where, "--volume")
     if not 0 <= args.slice < volume.shape[0]:
         raise SrjaxError(f"--slice {args.slice} is outside the volume's 0-{volume.shape[0] - 1}")
-    params = latest_params(run.checkpoints(args.stage), "teacher" if args.stage == "stage3" else "params")
+    params = latest_params(run.checkpoints(args.stage), prediction_key(args.stage, config))
     model = build_model(config.model.name, stage1["classes"], config.model.width, config.model.dropout)
     full = slice(None)
     image = read_stack(volume, args.slice, config.data.slices, full, full, stage1["low"], stage1["high"])

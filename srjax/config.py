@@ -94,20 +94,28 @@ class LossConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage2Config:
+class TrainingConfig:
+    """How long a training stage runs and how it steps: what stage 2 and stage 3 share."""
+
     epochs: int = _field(200, COUNT)
     steps: int = _field(0, NON_NEGATIVE)  # 0: as many as the epochs give; else exactly this many
-    learning_rate: float = _field(1e-3, POSITIVE)
+    optimizer: str = _field("adam", choices="optimizer")
+    learning_rate: float = _field(1e-3, POSITIVE)  # the peak, which the schedule scales
+    schedule: str = _field("constant", choices="schedule")
+    warmup_steps: int = _field(0, NON_NEGATIVE)
+    weight_decay: float = _field(0.0, NON_NEGATIVE)  # adamw only
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Config(TrainingConfig):
     # Random rotations/flips here too, so the stage-2 model is as good on the weak views
     # it labels as teacher in stage 3 as on the canonical orientation.
     weak_augment: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage3Config:
-    epochs: int = _field(200, COUNT)
-    steps: int = _field(0, NON_NEGATIVE)  # 0: as many as the epochs give; else exactly this many
-    learning_rate: float = _field(1e-3, POSITIVE)
+class Stage3Config(TrainingConfig):
+    method: str = _field("unbiased_teacher", choices="stage3")
     confidence: float = _field(0.5, FRACTION_BELOW_ONE)
     ema: float = _field(0.99, FRACTION)
     strong_probability: float = _field(0.5, FRACTION)
@@ -253,9 +261,12 @@ def _coerce(cls, name: str, value, key: str, source: str):
 def _choices(kind: str, config: Config) -> tuple[str, ...]:
     from srjax.losses import LOSS_NAMES
     from srjax.models import MODEL_NAMES, width_names
+    from srjax.optim import OPTIMIZERS, SCHEDULES
     from srjax.pseudo import METHODS
+    from srjax.train import STAGE3_METHODS
 
-    return {"method": METHODS, "model": MODEL_NAMES, "loss": LOSS_NAMES,
+    return {"method": METHODS, "model": MODEL_NAMES, "loss": LOSS_NAMES, "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES, "stage3": tuple(STAGE3_METHODS),
             "width": width_names(config.model.name) if config.model.name in MODEL_NAMES else ()}[kind]
 
 

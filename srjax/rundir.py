@@ -51,7 +51,7 @@ class RunDir:
         self.stage1, self.pseudo_labels = r / "stage1.json", r / "pseudo_labels.ome.zarr"
         self.stage2_labels, self.labels, self.confidence = (
             r / "stage2_labels.ome.zarr", r / "labels.ome.zarr", r / "confidence.ome.zarr")
-        self.history, self.metrics = r / "history.json", r / "metrics.json"
+        self.history, self.metrics, self.timings = r / "history.json", r / "metrics.json", r / "timings.json"
         self.panel, self.report = r / "panel.png", r / "report.html"
         self.lock = r / ".srjax.lock"
 

@@ -1,4 +1,5 @@
-"""Stage 2 (fit to pseudo labels) and stage 3 (teacher-student self-correction).
+"""Stage 2 (fit to pseudo labels) and stage 3 (self-correction, by default the
+Unbiased-Teacher method), as pure steps and the loop that runs them.
 
 Both steps are pure functions ``(state, batch, rng) -> (state, metrics)``, jitted once
 over a data-parallel mesh: the batch is split on the ``data`` axis, parameters and
@@ -9,6 +10,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any, Callable
@@ -29,13 +31,13 @@ from srjax.outputs import check_interrupt, deferred_interrupts
 from srjax.progress import bar as progress_bar
 
 
-class FitState(flax.struct.PyTreeNode):
+class Stage2State(flax.struct.PyTreeNode):
     step: jax.Array
     params: Any
     opt_state: Any
 
 
-class CorrectState(flax.struct.PyTreeNode):
+class TeacherStudentState(flax.struct.PyTreeNode):
     step: jax.Array
     params: Any  # the student
     opt_state: Any
@@ -67,7 +69,7 @@ def ema_update(teacher, student, decay: float):
     return jax.tree.map(lambda t, s: decay * t + (1.0 - decay) * s, teacher, student)
 
 
-def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn, weak_augment: bool):
+def stage2_step(state: Stage2State, batch, rng, *, model, optimizer, loss_fn, weak_augment: bool):
     """One supervised step on pseudo labels, optionally on a random rotation/flip of each crop."""
     weak_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step))
     images, labels = batch["image"], batch["label"]
@@ -84,7 +86,7 @@ def fit_step(state: FitState, batch, rng, *, model, optimizer, loss_fn, weak_aug
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
 
 
-def correct_step(state: CorrectState, batch, rng, *, model, optimizer, loss_fn, settings: Stage3Config):
+def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn, settings: Stage3Config):
     """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong one."""
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     weak = augment.weak(weak_key, batch["image"])
@@ -105,6 +107,32 @@ def correct_step(state: CorrectState, batch, rng, *, model, optimizer, loss_fn, 
     )
     kept_by_class = (jax.nn.one_hot(target, probs.shape[-1]) * keep[..., None]).mean(axis=(0, 1, 2))
     return new_state, {"loss": loss, "kept": keep.mean(), "kept_by_class": kept_by_class}
+
+
+def stage2_state(params, optimizer) -> Stage2State:
+    return Stage2State(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def teacher_student_state(params, optimizer) -> TeacherStudentState:
+    """Student and teacher both start from ``params`` (the stage-2 weights)."""
+    return TeacherStudentState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                               teacher=jax.tree.map(jnp.copy, params))  # own buffers: the step donates both
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage3Method:
+    """A self-correction method: its training state from the stage-2 weights and an
+    optimizer, its pure step, and the field of the final state that labels the volume."""
+
+    init: Callable
+    step: Callable
+    predict_with: str
+
+
+# A new stage-3 method is one entry here; ``stage3.method`` selects it.
+STAGE3_METHODS = {
+    "unbiased_teacher": Stage3Method(teacher_student_state, unbiased_teacher_step, predict_with="teacher"),
+}
 
 
 def compile_step(step_fn: Callable, mesh):
@@ -144,12 +172,30 @@ def restore_state(directory: Path, like, mesh, step: int | None = None):
     return restored["state"], restored["record"]
 
 
-def latest_params(directory: Path, key: str = "params"):
-    """Host copies of ``key`` (``params`` or ``teacher``) from a checkpoint directory's latest step."""
-    step = checkpoint_manager(directory).latest_step()
+def latest_step(directory: Path) -> int | None:
+    return checkpoint_manager(directory).latest_step() if Path(directory).exists() else None
+
+
+def _latest(directory: Path) -> Path:
+    step = latest_step(directory)
     if step is None:
         raise SrjaxError(f"{directory} holds no checkpoint; run the stage first")
-    return ocp.StandardCheckpointer().restore((Path(directory) / str(step) / "state").absolute())[key]
+    return (Path(directory) / str(step)).absolute()
+
+
+def latest_params(directory: Path, key: str = "params"):
+    """Host copies of ``key`` (``params`` or ``teacher``) from a checkpoint directory's latest step."""
+    return ocp.StandardCheckpointer().restore(_latest(directory) / "state")[key]
+
+
+def saved_record(directory: Path) -> dict:
+    """The history and metric sums saved with a checkpoint directory's latest step."""
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(_latest(directory) / "record")
+
+
+def prediction_key(stage: str, config) -> str:
+    """The state field whose weights label the volume after ``stage``."""
+    return "params" if stage == "stage2" else STAGE3_METHODS[config.stage3.method].predict_with
 
 
 def train(
@@ -219,11 +265,12 @@ def _collect(name: str, steps: list[dict], first: int, history: list, sums: dict
         history.append({key: float(value) for key, value in metrics.items() if not np.ndim(value)})
 
 
-def bind_fit_step(model, optimizer, loss_fn, settings: Stage2Config):
+def bind_stage2_step(model, optimizer, loss_fn, settings: Stage2Config):
     return functools.partial(
-        fit_step, model=model, optimizer=optimizer, loss_fn=loss_fn, weak_augment=settings.weak_augment
+        stage2_step, model=model, optimizer=optimizer, loss_fn=loss_fn, weak_augment=settings.weak_augment
     )
 
 
-def bind_correct_step(model, optimizer, loss_fn, settings: Stage3Config):
-    return functools.partial(correct_step, model=model, optimizer=optimizer, loss_fn=loss_fn, settings=settings)
+def bind_stage3_step(model, optimizer, loss_fn, settings: Stage3Config):
+    step = STAGE3_METHODS[settings.method].step
+    return functools.partial(step, model=model, optimizer=optimizer, loss_fn=loss_fn, settings=settings)

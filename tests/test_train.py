@@ -37,20 +37,16 @@ def _run_both_stages(tmp_path, devices, volume, labels):
     mesh = train.make_mesh(devices)
     params = train.init_params(model, dc.slices, dc.crop, 0)
     opt = optax.adam(1e-3)
-    state = train.FitState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
+    state = train.stage2_state(params, opt)
     common = dict(seed=0, checkpoint_every=100, read_threads=1, progress=False)
     ds = data.crop_dataset(volume, labels, dc, float(volume.min()), float(volume.max()), 2, 0)
-    fitted, h2, _ = train.train("fit", train.bind_fit_step(model, opt, loss_fn, config.stage2), state, ds, mesh, tmp_path / "s2", **common)
-    state = train.CorrectState(
-        step=jnp.zeros((), jnp.int32),
-        params=fitted.params,
-        opt_state=opt.init(fitted.params),
-        teacher=jax.tree.map(jnp.copy, fitted.params),
-    )
+    fitted, h2, _ = train.train("stage2", train.bind_stage2_step(model, opt, loss_fn, config.stage2), state, ds,
+                                mesh, tmp_path / "s2", **common)
+    state = train.teacher_student_state(fitted.params, opt)
     ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, 1)
     stage3 = cfg.Stage3Config(confidence=0.3, ema=0.9)
-    step = train.bind_correct_step(model, opt, loss_fn, stage3)
-    corrected, h3, _ = train.train("correct", step, state, ds, mesh, tmp_path / "s3", **common)
+    step = train.bind_stage3_step(model, opt, loss_fn, stage3)
+    corrected, h3, _ = train.train("stage3", step, state, ds, mesh, tmp_path / "s3", **common)
     return jax.device_get(corrected), h2 + h3
 
 

@@ -25,7 +25,7 @@ from srjax.io import open_volume, read
 from srjax.metrics import confusion, score
 from srjax.models import build_model
 from srjax.rundir import open_run
-from srjax.train import latest_params
+from srjax.train import latest_params, prediction_key
 
 INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # the dihedral element that undoes each view
 VIEWS = ("identity", "rot90", "rot180", "rot270", "flip-h", "flip-v", "transpose", "anti-transpose")
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run, config, record = open_run(args.run)
-    params = latest_params(run.checkpoints(args.stage), "teacher" if args.stage == "stage3" else "params")
+    params = latest_params(run.checkpoints(args.stage), prediction_key(args.stage, config))
     stage1 = run.read(run.stage1)
     classes = stage1["classes"]
     model = build_model(config.model.name, classes, config.model.width, config.model.dropout)

@@ -1,0 +1,276 @@
+"""The steps of a run: pseudo labels, stage 2, stage 3, the two predictions, the summary.
+
+Each step does one job, reads what it needs from the run directory rather than from
+the step before it, and tells from the run directory whether it is done. A run is
+therefore a loop over the steps, a rerun skips what is finished, and a step can be
+replaced or added without touching the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from srjax import data, io, pseudo, report, rundir, summary, train
+from srjax.config import Config
+from srjax.losses import pixel_loss
+from srjax.models import build_model
+from srjax.optim import make_optimizer
+from srjax.outputs import write_json
+from srjax.predict import predict_volume
+from srjax.sources import from_store
+
+
+@dataclasses.dataclass
+class Context:
+    """What every step of one run may use. ``store`` and ``truth_store`` are set by ``open``."""
+
+    run: rundir.RunDir
+    config: Config
+    volume: object  # a pipeline.Input
+    truth: object | None
+    mesh: object
+    voxel_size: tuple | None
+    unit: str | None
+    progress: bool
+    store: object = None
+    truth_store: object = None
+
+    def open(self) -> None:
+        self.store = self.volume.store(self.run.volume, self.progress)
+        self.truth_store = None if self.truth is None else self.truth.store(self.run.truth, self.progress)
+        self.run.record_read_from(self.volume.read_from, self.truth and self.truth.read_from)
+
+    @functools.cached_property
+    def stage1(self) -> dict:
+        return self.run.read(self.run.stage1)
+
+    @functools.cached_property
+    def model(self):
+        mc = self.config.model
+        return build_model(mc.name, self.stage1["classes"], mc.width, mc.dropout)
+
+    @property
+    def class_names(self) -> list[str]:
+        return pseudo.class_names(self.stage1["means"])
+
+    @property
+    def labels_meta(self) -> dict:
+        """Metadata of every label volume; OME-Zarr labels name their image relative to themselves."""
+        image = None if self.volume.read_from is None else os.path.relpath(self.volume.read_from, self.run.pseudo_labels)
+        return {"voxel_size": self.voxel_size, "unit": self.unit, "chunks": io.LABEL_CHUNKS, "source_image": image}
+
+
+class Step(Protocol):
+    name: str
+
+    def done(self, ctx: Context) -> bool: ...
+
+    def run(self, ctx: Context) -> None: ...
+
+
+class PseudoLabels:
+    name = "stage1"
+
+    def done(self, ctx: Context) -> bool:
+        return ctx.run.stage1.exists() and ctx.run.pseudo_labels.exists()
+
+    def run(self, ctx: Context) -> None:
+        pc, meta = ctx.config.pseudo, ctx.labels_meta
+        result = pseudo.write_pseudo_labels(from_store(ctx.store, "volume"), ctx.run.pseudo_labels, pc.method,
+                                            pc.classes, pc.mask or None, ctx.config.seed, ctx.progress,
+                                            meta["voxel_size"], meta["unit"], meta["source_image"])
+        if result.curve and ctx.progress:
+            print(report.k_curve(result.curve))
+        write_json(ctx.run.stage1, result.summary())
+
+
+class _Training:
+    """A training stage: ``steps`` batches from its dataset, checkpointed and resumable."""
+
+    name: str
+
+    def settings(self, ctx: Context):
+        return getattr(ctx.config, self.name)
+
+    def total_steps(self, ctx: Context) -> int:
+        settings = self.settings(ctx)
+        return data.batches(ctx.store.shape[0], ctx.config.data.batch_size, settings.epochs, settings.steps)[1]
+
+    def done(self, ctx: Context) -> bool:
+        return train.latest_step(ctx.run.checkpoints(self.name)) == self.total_steps(ctx)
+
+    def run(self, ctx: Context) -> None:
+        settings, dc = self.settings(ctx), ctx.config.data
+        optimizer = make_optimizer(settings, self.total_steps(ctx))
+        labels = self.labels(ctx)
+        dataset = data.crop_dataset(ctx.store, labels, dc, ctx.stage1["low"], ctx.stage1["high"], settings.epochs,
+                                    self.data_seed(ctx), settings.steps)
+        step = self.bind(ctx, optimizer, pixel_loss(ctx.config.loss), settings)
+        train.train(self.name, step, self.initial_state(ctx, optimizer), dataset, ctx.mesh,
+                    ctx.run.checkpoints(self.name), seed=ctx.config.seed,
+                    checkpoint_every=ctx.config.checkpoint_every, read_threads=dc.read_threads,
+                    progress=ctx.progress)
+
+
+class Stage2(_Training):
+    """Fit the network to the pseudo labels."""
+
+    name = "stage2"
+
+    def labels(self, ctx: Context):
+        return io.open_volume(ctx.run.pseudo_labels, "pseudo labels")
+
+    def data_seed(self, ctx: Context) -> int:
+        return ctx.config.seed
+
+    def initial_state(self, ctx: Context, optimizer):
+        dc = ctx.config.data
+        return train.stage2_state(train.init_params(ctx.model, dc.slices, dc.crop, ctx.config.seed), optimizer)
+
+    def bind(self, ctx: Context, optimizer, loss_fn, settings):
+        return train.bind_stage2_step(ctx.model, optimizer, loss_fn, settings)
+
+
+class Stage3(_Training):
+    """Self-correction from the stage-2 weights, by the method ``stage3.method`` names."""
+
+    name = "stage3"
+
+    def labels(self, ctx: Context):
+        return None
+
+    def data_seed(self, ctx: Context) -> int:
+        return ctx.config.seed + 1  # other crops than stage 2's
+
+    def initial_state(self, ctx: Context, optimizer):
+        params = train.latest_params(ctx.run.checkpoints("stage2"))
+        return train.STAGE3_METHODS[ctx.config.stage3.method].init(params, optimizer)
+
+    def bind(self, ctx: Context, optimizer, loss_fn, settings):
+        return train.bind_stage3_step(ctx.model, optimizer, loss_fn, settings)
+
+
+class Predict:
+    """Label the whole volume with a trained stage's weights (stage 3 also writes its confidence)."""
+
+    def __init__(self, stage: str):
+        self.stage, self.name, self.title = stage, f"predict_{stage}", stage.replace("stage", "stage ")
+
+    def outputs(self, run: rundir.RunDir) -> list[Path]:
+        return [run.stage2_labels] if self.stage == "stage2" else [run.labels, run.confidence]
+
+    def done(self, ctx: Context) -> bool:
+        return all(path.exists() for path in self.outputs(ctx.run))
+
+    def run(self, ctx: Context) -> None:
+        meta, dc = ctx.labels_meta, ctx.config.data
+        params = train.latest_params(ctx.run.checkpoints(self.stage), train.prediction_key(self.stage, ctx.config))
+        predict = dict(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
+                       high=ctx.stage1["high"], num_slices=dc.slices, batch_size=ctx.config.predict_batch,
+                       mesh=ctx.mesh, progress=ctx.progress, desc=f"predict {self.title}")
+        labels_path = self.outputs(ctx.run)[0]
+        with io.ome_zarr_writer(labels_path, ctx.store.shape, np.uint8, name=self.title,
+                                labels=ctx.class_names, **meta) as labels:
+            if self.stage == "stage2":
+                predict_volume(labels_out=labels, **predict)
+                return
+            with io.ome_zarr_writer(ctx.run.confidence, ctx.store.shape, np.float32, name="confidence",
+                                    chunks=io.LABEL_CHUNKS, voxel_size=meta["voxel_size"],
+                                    unit=meta["unit"]) as confidence:
+                predict_volume(labels_out=labels, confidence_out=confidence, **predict)
+
+
+class Summary:
+    """metrics.json (written last: it marks the run finished), history.json, panel.png and report.html."""
+
+    name = "summary"
+
+    def done(self, ctx: Context) -> bool:
+        return ctx.run.metrics.exists()
+
+    def run(self, ctx: Context) -> None:
+        run = ctx.run
+        records = {stage: train.saved_record(run.checkpoints(stage)) for stage in ("stage2", "stage3")}
+        history = {stage: record["history"] for stage, record in records.items()}
+        write_json(run.history, history)
+        sums3 = records["stage3"].get("sums", {})
+        kept_by_class = (np.asarray(sums3["kept_by_class"]) / len(history["stage3"])
+                         if "kept_by_class" in sums3 else None)
+        metrics = _summarise(ctx, kept_by_class, history)
+        metrics["seconds"] = run.read(run.timings) if run.timings.exists() else {}
+        metrics["final_loss"] = {stage: steps[-1]["loss"] for stage, steps in history.items()}
+        metrics["devices"] = int(ctx.mesh.devices.size)
+        write_json(run.metrics, metrics)
+
+
+STEPS: tuple[Step, ...] = (PseudoLabels(), Stage2(), Stage3(), Predict("stage2"), Predict("stage3"), Summary())
+
+
+def run_steps(ctx: Context, steps=STEPS) -> None:
+    """Run every step that is not done, recording each one's wall time in timings.json."""
+    ctx.open()
+    for step in steps:
+        if step.done(ctx):
+            continue
+        start = time.perf_counter()
+        step.run(ctx)
+        if step.name != "summary":
+            timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
+            write_json(ctx.run.timings, dict(timings, **{step.name: time.perf_counter() - start}))
+
+
+def _summarise(ctx: Context, kept_by_class, history) -> dict:
+    run, stage1 = ctx.run, ctx.stage1
+    classes, names = stage1["classes"], ctx.class_names
+    predictions = {"pseudo": run.pseudo_labels, "stage2": run.stage2_labels, "stage3": run.labels}
+    volumes = {key: io.open_volume(path, key) for key, path in predictions.items()}
+    if ctx.truth_store is not None:
+        volumes["truth"] = ctx.truth_store
+    counts = summary.tally(volumes, io.open_volume(run.confidence, "confidence"), progress=ctx.progress)
+    metrics = {"classes": classes, "stage1_means": stage1["means"],
+               "summary": summary.summarise(counts, classes, names, ctx.voxel_size, ctx.unit, kept_by_class)}
+    if ctx.truth_store is not None:
+        metrics["scoring"] = report.SCORING
+        metrics.update(summary.scores(counts, classes))
+    _figures(run, ctx.store, volumes, stage1, names, metrics, history)
+    return metrics
+
+
+def _figures(run, store, volumes: dict, stage1: dict, names: list[str], metrics: dict, history: dict) -> None:
+    low, high = stage1["low"], stage1["high"]
+    truth = "truth" in volumes
+    mappings = {key: np.asarray(metrics[key]["mapping"]) for key, _ in summary.STAGES} if truth else {}
+    shown_names = names
+    if truth:
+        num_true = len(metrics["stage3"]["iou"]) + 1
+        shown_names = [f"true class {c}" for c in range(max(num_true, max(max(m) for m in mappings.values()) + 1))]
+    titles = dict(summary.STAGES, truth="ground truth")
+
+    def columns(index) -> list[tuple[str, np.ndarray]]:
+        shown = []
+        for key, volume in volumes.items():
+            labels = io.read(volume[index], key)
+            shown.append((titles[key], mappings[key][labels] if key in mappings else labels))
+        return shown
+
+    depth, h, w = store.shape
+    z = depth // 2
+    matched = " (predictions matched to true classes by maximum overlap)" if truth else ""
+    report.panel(run.panel, data.normalise(io.read(store[z], "volume"), low, high), columns(z), shown_names,
+                 f"slice {z}{matched}")
+    step = max(1, -(-max(store.shape) // 400))  # about 400 px across: the report stays small
+    planes = []
+    for title, index in ((f"slice z={depth // 4}", np.s_[depth // 4, ::step, ::step]),
+                         (f"slice z={z}", np.s_[z, ::step, ::step]),
+                         (f"slice z={3 * depth // 4}", np.s_[3 * depth // 4, ::step, ::step]),
+                         (f"plane y={h // 2}", np.s_[::step, h // 2, ::step]),
+                         (f"plane x={w // 2}", np.s_[::step, ::step, w // 2])):
+        planes.append((title, data.normalise(io.read(store[index], "volume"), low, high), columns(index)))
+    report.html_report(run.report, f"srjax run {run.root.name}{matched}", metrics, history, planes, shown_names)
