@@ -8,6 +8,7 @@ replaced or added without touching the others.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -170,21 +171,18 @@ class Predict:
         return all(path.exists() for path in self.outputs(ctx.run))
 
     def run(self, ctx: Context) -> None:
-        meta, dc = ctx.labels_meta, ctx.config.data
+        meta, shape = ctx.labels_meta, ctx.store.shape
         params = train.latest_params(ctx.run.checkpoints(self.stage), train.prediction_key(self.stage, ctx.config))
-        predict = dict(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
-                       high=ctx.stage1["high"], num_slices=dc.slices, batch_size=ctx.config.predict_batch,
-                       mesh=ctx.mesh, progress=ctx.progress, desc=f"predict {self.title}")
-        labels_path = self.outputs(ctx.run)[0]
-        with io.ome_zarr_writer(labels_path, ctx.store.shape, np.uint8, name=self.title,
-                                labels=ctx.class_names, **meta) as labels:
-            if self.stage == "stage2":
-                predict_volume(labels_out=labels, **predict)
-                return
-            with io.ome_zarr_writer(ctx.run.confidence, ctx.store.shape, np.float32, name="confidence",
-                                    chunks=io.LABEL_CHUNKS, voxel_size=meta["voxel_size"],
-                                    unit=meta["unit"]) as confidence:
-                predict_volume(labels_out=labels, confidence_out=confidence, **predict)
+        with contextlib.ExitStack() as outputs:
+            labels = outputs.enter_context(io.ome_zarr_writer(
+                self.outputs(ctx.run)[0], shape, np.uint8, name=self.title, labels=ctx.class_names, **meta))
+            confidence = None if self.stage == "stage2" else outputs.enter_context(io.ome_zarr_writer(
+                ctx.run.confidence, shape, np.float32, name="confidence", chunks=io.LABEL_CHUNKS,
+                voxel_size=meta["voxel_size"], unit=meta["unit"]))
+            predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
+                           high=ctx.stage1["high"], num_slices=ctx.config.data.slices,
+                           batch_size=ctx.config.predict_batch, mesh=ctx.mesh, labels_out=labels,
+                           confidence_out=confidence, progress=ctx.progress, desc=f"predict {self.title}")
 
 
 class Summary:
@@ -204,7 +202,7 @@ class Summary:
         kept_by_class = (np.asarray(sums3["kept_by_class"]) / len(history["stage3"])
                          if "kept_by_class" in sums3 else None)
         metrics = _summarise(ctx, kept_by_class, history)
-        metrics["seconds"] = run.read(run.timings) if run.timings.exists() else {}
+        metrics["seconds"] = run.read(run.timings)  # every step before this one
         metrics["final_loss"] = {stage: steps[-1]["loss"] for stage, steps in history.items()}
         metrics["devices"] = int(ctx.mesh.devices.size)
         write_json(run.metrics, metrics)
@@ -221,9 +219,8 @@ def run_steps(ctx: Context, steps=STEPS) -> None:
             continue
         start = time.perf_counter()
         step.run(ctx)
-        if step.name != "summary":
-            timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
-            write_json(ctx.run.timings, dict(timings, **{step.name: time.perf_counter() - start}))
+        timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
+        write_json(ctx.run.timings, dict(timings, **{step.name: time.perf_counter() - start}))
 
 
 def _summarise(ctx: Context, kept_by_class, history) -> dict:
