@@ -199,6 +199,22 @@ def cmd_explain(args) -> None:
     print(f"wrote {prefix.with_suffix('.png')} and {prefix.with_suffix('.npy')}")
 
 
+def cmd_sweep(args) -> None:
+    from srjax import sweep
+
+    if args.status:
+        for name, state in sweep.status(args.status):
+            print(f"{name:48} {state}")
+        return
+    if not (args.file and args.out):
+        raise SrjaxError("srjax sweep needs a sweep file and --out DIR (or --status DIR); "
+                         "for example srjax sweep experiments/seeds.py --out seeds-sweep")
+    study = sweep.load(args.file, args.size)
+    print(f"sweep {study.name}: {len(study.members)} members at size {args.size}")
+    rows = sweep.run_sweep(study, args.out, args.size, str(args.file))
+    print(f"{len(rows)} members finished; results in {args.out}: results.md, results.csv, results.json, results.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from srjax.presets import PRESETS
 
@@ -271,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume", help="default: the volume the run read (from its run.json)")
     p.add_argument("--out", help="output prefix for .png and .npy (default: in the run directory)")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("sweep", help="run a study (a sweep file of experiments/) sharing work between its runs",
+                       description="Run every member of a sweep file as a run directory DIR/runs/NAME, sharing "
+                       "stage 1 and stage 2 between members that would compute the same, then write "
+                       "results.md/csv/json/png. Rerun the same command to finish a killed sweep.")
+    p.add_argument("file", nargs="?", help="a sweep file, e.g. experiments/seeds.py")
+    p.add_argument("--out", help="sweep directory: new, empty, or this sweep's")
+    p.add_argument("--size", choices=tuple(PRESETS), default="cpu",
+                   help="tiny (tests, seconds a run), cpu (a 2-core machine), paper (an accelerator); default cpu")
+    p.add_argument("--status", metavar="DIR", help="print what each member of the sweep in DIR has done, and stop")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("phantom", help="write a synthetic SR-CT volume and its ground truth")
     p.add_argument("out", help="output directory (volume.ome.zarr, truth.ome.zarr)")

@@ -66,9 +66,10 @@ def check_inputs(volume: Source, truth: Source | None, config: Config, mesh) -> 
 
 def run_pipeline(volume, out: str | Path, config: Config, truth=None, *, preset: str | None = None,
                  dataset: str | None = None, truth_dataset: str | None = None, voxel_size=None,
-                 unit: str | None = None, fill_missing: bool = False, devices=None, progress: bool = True) -> dict:
+                 unit: str | None = None, fill_missing: bool = False, devices=None, progress: bool = True,
+                 steps=stages.STEPS) -> dict:
     """Segment ``volume`` (a path in any format, an array or a TensorStore) into the run
-    directory ``out``; returns what metrics.json holds."""
+    directory ``out`` by ``steps``; returns what metrics.json holds."""
     validate(config)
     mesh = train.make_mesh(devices)
     volume = Input(volume, "volume", dataset, fill_missing)
@@ -81,5 +82,5 @@ def run_pipeline(volume, out: str | Path, config: Config, truth=None, *, preset:
                     "truth": None if truth is None else rundir.fingerprint(truth.source, truth.path)}
     with rundir.claim(out, config, fingerprints, preset) as run:
         if not run.finished:
-            stages.run_steps(stages.Context(run, config, volume, truth, mesh, size, unit, progress))
+            stages.run_steps(stages.Context(run, config, volume, truth, mesh, size, unit, progress), steps)
         return run.read(run.metrics)

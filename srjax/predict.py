@@ -34,7 +34,8 @@ def predict_volume(
     desc: str = "predict",
     progress: bool = True,
 ):
-    """Write argmax labels (and max probability) of every slice into the given arrays."""
+    """Write argmax labels (and max probability) of every slice into the given arrays;
+    return the mean max probability over the volume."""
     devices = mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
     forward = jax.jit(
@@ -45,6 +46,7 @@ def predict_volume(
     params = jax.device_put(params, replicated(mesh))
     depth = volume.shape[0]
     full = slice(None)
+    confidence_sum = 0.0
     for start in progress_bar(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
         check_interrupt()
         zs = list(range(start, min(start + batch_size, depth)))
@@ -54,5 +56,7 @@ def predict_volume(
         images = jax.make_array_from_process_local_data(batch_sharded(mesh), stacks)
         labels, confidence = jax.device_get(forward(params, images))
         labels_out[start : start + len(zs)] = labels[: len(zs)]
+        confidence_sum += confidence[: len(zs)].sum(dtype=np.float64)
         if confidence_out is not None:
             confidence_out[start : start + len(zs)] = confidence[: len(zs)]
+    return float(confidence_sum / np.prod(volume.shape))

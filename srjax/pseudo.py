@@ -32,6 +32,7 @@ FLOAT_BINS = 65536
 FEATURE_BINS = 512  # per axis of the 2-D histogram of gmm-full
 MAX_AUTO_CLASSES = 8
 METHODS = ("kmeans", "kmeans-lloyd", "otsu", "gmm", "gmm-full")
+SEEDED_METHODS = ("kmeans-lloyd",)  # the others give the same labels for every seed
 # EM costs grow with K (gmm at K = 32 takes about 35 s on 65,536 bins on a 2-core CPU;
 # gmm-full works on up to 512² 2-D bins); the k-means methods fit any K the labels hold.
 GMM_MAX_CLASSES = {"gmm": 32, "gmm-full": 16}

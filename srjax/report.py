@@ -98,7 +98,7 @@ def panel(path: Path, image, columns: list[tuple[str, np.ndarray]], names: list[
     fig.suptitle(title, fontsize=9)
     _legend(fig, names)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def overlay(path: Path, image, heat, title: str) -> None:
@@ -111,10 +111,10 @@ def overlay(path: Path, image, heat, title: str) -> None:
     fig.colorbar(shown, ax=axes[1], fraction=0.046)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

@@ -17,7 +17,9 @@ Layout (volumes are OME-Zarr; label volumes are OME-Zarr label images):
   stage2_labels.ome.zarr     stage-2 prediction
   labels.ome.zarr            stage-3 (teacher) prediction
   confidence.ome.zarr        the teacher's max class probability per voxel
+  predictions.json           the mean max class probability of each stage's prediction
   history.json               per-step losses of stages 2 and 3
+  timings.json               wall time of every step
   metrics.json               summary, warnings, scores (with ground truth), timings; written last
   panel.png, report.html     what a person looks at
 """
@@ -52,6 +54,7 @@ class RunDir:
         self.stage2_labels, self.labels, self.confidence = (
             r / "stage2_labels.ome.zarr", r / "labels.ome.zarr", r / "confidence.ome.zarr")
         self.history, self.metrics, self.timings = r / "history.json", r / "metrics.json", r / "timings.json"
+        self.predictions = r / "predictions.json"
         self.panel, self.report = r / "panel.png", r / "report.html"
         self.lock = r / ".srjax.lock"
 

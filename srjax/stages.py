@@ -93,9 +93,13 @@ class PseudoLabels:
 
 
 class _Training:
-    """A training stage: ``steps`` batches from its dataset, checkpointed and resumable."""
+    """A training stage: ``steps`` batches from its dataset, checkpointed and resumable,
+    keeping the checkpoints at ``keep_steps`` as well as the latest."""
 
     name: str
+
+    def __init__(self, keep_steps=()):
+        self.keep_steps = frozenset(keep_steps)
 
     def settings(self, ctx: Context):
         return getattr(ctx.config, self.name)
@@ -117,7 +121,7 @@ class _Training:
         train.train(self.name, step, self.initial_state(ctx, optimizer), dataset, ctx.mesh,
                     ctx.run.checkpoints(self.name), seed=ctx.config.seed,
                     checkpoint_every=ctx.config.checkpoint_every, read_threads=dc.read_threads,
-                    progress=ctx.progress)
+                    keep_steps=self.keep_steps, progress=ctx.progress)
 
 
 class Stage2(_Training):
@@ -168,7 +172,8 @@ class Predict:
         return [run.stage2_labels] if self.stage == "stage2" else [run.labels, run.confidence]
 
     def done(self, ctx: Context) -> bool:
-        return all(path.exists() for path in self.outputs(ctx.run))
+        recorded = ctx.run.predictions.exists() and self.stage in ctx.run.read(ctx.run.predictions)
+        return recorded and all(path.exists() for path in self.outputs(ctx.run))
 
     def run(self, ctx: Context) -> None:
         meta, shape = ctx.labels_meta, ctx.store.shape
@@ -179,10 +184,12 @@ class Predict:
             confidence = None if self.stage == "stage2" else outputs.enter_context(io.ome_zarr_writer(
                 ctx.run.confidence, shape, np.float32, name="confidence", chunks=io.LABEL_CHUNKS,
                 voxel_size=meta["voxel_size"], unit=meta["unit"]))
-            predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
+            mean_confidence = predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
                            high=ctx.stage1["high"], num_slices=ctx.config.data.slices,
                            batch_size=ctx.config.predict_batch, mesh=ctx.mesh, labels_out=labels,
                            confidence_out=confidence, progress=ctx.progress, desc=f"predict {self.title}")
+        recorded = ctx.run.read(ctx.run.predictions) if ctx.run.predictions.exists() else {}
+        write_json(ctx.run.predictions, dict(recorded, **{self.stage: {"mean_confidence": mean_confidence}}))
 
 
 class Summary:
@@ -233,6 +240,7 @@ def _summarise(ctx: Context, kept_by_class, history) -> dict:
     counts = summary.tally(volumes, io.open_volume(run.confidence, "confidence"), progress=ctx.progress)
     metrics = {"classes": classes, "stage1_means": stage1["means"],
                "summary": summary.summarise(counts, classes, names, ctx.voxel_size, ctx.unit, kept_by_class)}
+    metrics["summary"]["stage2_mean_confidence"] = run.read(run.predictions)["stage2"]["mean_confidence"]
     if ctx.truth_store is not None:
         metrics["scoring"] = report.SCORING
         metrics.update(summary.scores(counts, classes))

@@ -127,7 +127,9 @@ def warnings(summary: dict) -> list[str]:
 
 
 def scores(counts: dict, classes: int) -> dict:
-    """Pixel accuracy and mIoU of each stage against the truth (``metrics.score``)."""
+    """Pixel accuracy and mIoU of each stage against the truth (``metrics.score``), and the
+    confusion matrix they come from (rows: predicted ids, columns: true classes)."""
     pairs = counts["pairs"]
     num_true = max(pairs[stage, "truth"].shape[1] for stage, _ in STAGES)
-    return {stage: score(_square(pairs[stage, "truth"], classes, num_true)) for stage, _ in STAGES}
+    matrices = {stage: _square(pairs[stage, "truth"], classes, num_true) for stage, _ in STAGES}
+    return {stage: dict(score(matrix), confusion=matrix.tolist()) for stage, matrix in matrices.items()}

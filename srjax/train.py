@@ -151,8 +151,13 @@ def _put_batch(batch, mesh):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-def checkpoint_manager(directory: Path):
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+def checkpoint_manager(directory: Path, keep_steps=()):
+    """The latest two checkpoints, and those at ``keep_steps`` (which a sweep's other members start from)."""
+    policies = [ocp.checkpoint_managers.LatestN(2)]
+    if keep_steps:
+        policies.append(ocp.checkpoint_managers.CustomSteps(sorted(keep_steps)))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies), enable_async_checkpointing=False)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
@@ -209,9 +214,11 @@ def train(
     seed: int,
     checkpoint_every: int,
     read_threads: int,
+    keep_steps=(),
     progress: bool = True,
 ):
     """Run ``step_fn`` over ``dataset``; resume from the latest checkpoint if there is one.
+    Checkpoints are saved every ``checkpoint_every`` steps and at ``keep_steps``, which are kept.
 
     Returns the final state, the per-step history of the scalar metrics, and the sums
     over all steps of the vector ones (of all runs, resumed or not). A non-finite loss
@@ -221,7 +228,7 @@ def train(
     iterator = data.iterate(dataset, read_threads)
     history: list[dict] = []
     sums: dict[str, list] = {}
-    manager = checkpoint_manager(checkpoint_dir)
+    manager = checkpoint_manager(checkpoint_dir, keep_steps)
     start = manager.latest_step() or 0
     if start:
         state, record = restore_state(checkpoint_dir, state, mesh, start)
@@ -237,7 +244,7 @@ def train(
         state, metrics = step(state, _put_batch(next(iterator), mesh), rng)
         pending.append(metrics)
         done = index + 1
-        if done % checkpoint_every == 0 or done == total:
+        if done % checkpoint_every == 0 or done == total or done in keep_steps:
             _collect(name, jax.device_get(pending), done - len(pending), history, sums)
             pending = []
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")

@@ -1,0 +1,142 @@
+"""A sweep's results, rebuilt from its run directories alone.
+
+``results.csv`` and ``results.json`` hold one row per finished member (its axes, seed,
+pixel accuracy, mIoU and per-class IoU of the pseudo labels, stage 2 and stage 3, the
+mean confidence, and the seconds of every step); ``results.md`` a table per axis with
+mean ± sd over the members that share a value; ``results.png`` the mIoU against each
+axis, one point per member.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as text_io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from srjax import report, rundir
+from srjax.outputs import atomic_path, write_json
+from srjax.summary import STAGES
+
+SCORES = ("pixel_accuracy", "miou")
+
+
+def _row(member: dict, run: rundir.RunDir, axes: list[str]) -> dict:
+    metrics = run.read(run.metrics)
+    overrides = member["overrides"]
+    row = {"member": member["name"], "volume": member["volume"]}
+    row.update({axis: member["volume"] if axis == "volume" else overrides.get(axis) for axis in axes})
+    row["seed"] = overrides.get("seed", 0)
+    for stage, _ in STAGES:
+        scores = metrics.get(stage, {})
+        for score in SCORES:
+            row[f"{stage}.{score}"] = scores.get(score)
+        for cls, iou in scores.get("iou", {}).items():
+            row[f"{stage}.iou.{cls}"] = iou
+    row["stage2.mean_confidence"] = metrics["summary"].get("stage2_mean_confidence")
+    row["stage3.mean_confidence"] = metrics["summary"]["mean_confidence"]
+    row.update({f"seconds.{step}": seconds for step, seconds in metrics["seconds"].items()})
+    return row
+
+
+def collect(out: Path) -> tuple[dict, list[dict]]:
+    """The sweep record and a row for every finished member of the sweep in ``out``."""
+    record = json.loads((out / "sweep.json").read_text())
+    rows = []
+    for member in record["members"]:
+        run = rundir.RunDir(out / "runs" / member["name"])
+        if run.finished:
+            rows.append(_row(member, run, record["axes"]))
+    return record, rows
+
+
+def _mean_sd(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def markdown(record: dict, rows: list[dict]) -> str:
+    """A table per axis (one for the whole sweep when only the seed varies): mean ± sd over members."""
+    lines = [f"# Sweep {record['sweep']} (size {record['size']})", "",
+             f"{len(rows)} of {len(record['members'])} members finished. Mean ± sample sd over the members "
+             "with each value (seeds, and the other axes' values)."]
+    columns = [f"{stage}.{score}" for stage, _ in STAGES for score in SCORES]
+    columns += ["stage2.mean_confidence", "stage3.mean_confidence"]
+    for axis in record["axes"] or ["all"]:
+        values = list(dict.fromkeys(row.get(axis, "all") for row in rows))
+        lines += ["", f"## {axis}", "", "| " + " | ".join([axis, "n", *columns]) + " |",
+                  "|" + "---|" * (len(columns) + 2)]
+        for value in values:
+            chosen = [row for row in rows if row.get(axis, "all") == value]
+            cells = [str(value), str(len(chosen))] + [_mean_sd([row.get(c) for row in chosen]) for c in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = text_io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def figure(path: Path, record: dict, rows: list[dict]) -> None:
+    """mIoU of each stage against each axis, one point per member."""
+    axes = record["axes"] or ["all"]
+    fig, panels = report.plt.subplots(1, len(axes), figsize=(4.5 * len(axes), 3.6), squeeze=False)
+    for panel, axis in zip(panels[0], axes):
+        values = list(dict.fromkeys(str(row.get(axis, "all")) for row in rows))
+        for offset, (stage, title) in zip((-0.2, 0.0, 0.2), STAGES):
+            x = [values.index(str(row.get(axis, "all"))) + offset for row in rows]
+            panel.scatter(x, [row.get(f"{stage}.miou") for row in rows], s=14, label=title)
+        panel.set_xticks(range(len(values)), values, rotation=30, ha="right", fontsize=8)
+        panel.set_xlabel(axis)
+        panel.set_ylabel("mIoU")
+    panels[0][0].legend(fontsize=8)
+    fig.suptitle(f"sweep {record['sweep']} ({record['size']})", fontsize=9)
+    fig.tight_layout()
+    report.save_figure(fig, path)
+
+
+def confusion_figure(path: Path, record: dict, rows: list[dict], out: Path) -> None:
+    """For each member: which true class the voxels of each predicted id belong to, in the
+    pseudo labels and after stage 3 (rows sum to 1)."""
+    stages = [("pseudo", "pseudo labels"), ("stage3", "stage 3")]
+    fig, panels = report.plt.subplots(len(rows), 2, figsize=(7, 2.6 * len(rows)), squeeze=False)
+    for row, pair in zip(rows, panels):
+        metrics = rundir.RunDir(out / "runs" / row["member"]).read(out / "runs" / row["member"] / "metrics.json")
+        for panel, (stage, title) in zip(pair, stages):
+            counts = np.asarray(metrics[stage]["confusion"], np.float64)
+            shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+            panel.imshow(shares, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+            panel.set_xlabel("true class")
+            panel.set_ylabel("predicted id")
+            panel.set_title(f"{row['member']}: {title}", fontsize=7)
+    fig.suptitle(f"sweep {record['sweep']}: share of each predicted id's voxels per true class", fontsize=9)
+    fig.tight_layout()
+    report.save_figure(fig, path)
+
+
+FIGURES = {"confusion": confusion_figure}
+
+
+def write(out: Path) -> list[dict]:
+    """Rebuild results.csv/json/md/png (and the sweep's extra figures) from the run directories; return the rows."""
+    record, rows = collect(out)
+    write_json(out / "results.json", {"sweep": record, "rows": rows})
+    for name, text in (("results.csv", _csv(rows)), ("results.md", markdown(record, rows))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
+    if rows and any(row.get("stage3.miou") is not None for row in rows):
+        figure(out / "results.png", record, rows)
+        for name in record.get("figures", []):
+            FIGURES[name](out / f"{name}.png", record, rows, out)
+    return rows

@@ -1,0 +1,260 @@
+"""Sweeps: many runs that differ in a few settings, sharing the work they have in common.
+
+A sweep file (one per study, in ``experiments/``) defines ``sweep(size) -> Sweep``: a
+base config, the volumes (phantoms or scans) and the members, each a named set of
+overrides on one volume. ``srjax sweep FILE --out DIR`` runs every member as an
+ordinary run directory ``DIR/runs/NAME`` and writes the results tables (``srjax.results``).
+
+Work is shared, not redone (``srjax.shared_steps``):
+  * stage 1 is computed by the first member of each (volume, pseudo config) group, and
+    the seed where the method draws one; the others link its pseudo labels;
+  * stage 2 is trained once per (stage 1, model, loss, data, stage-2 settings, seed).
+    With a schedule that does not depend on the duration (``constant``), the state
+    after N steps of a longer stage 2 is that of an N-step one, so members that differ
+    only in stage-2 duration share one: the longest trains first, keeping a checkpoint
+    at each shorter member's stopping point, from which that member goes on to stage 3.
+
+A killed sweep, rerun, finishes only what is missing: each member resumes or skips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+from srjax import config as cfg
+from srjax import data, io, pipeline, presets, pseudo, rundir, stages
+from srjax.errors import SrjaxError
+from srjax.outputs import absolute, check_parent_writable, exclusive, write_json
+from srjax.phantom import PhantomSpec, make_phantom
+from srjax.progress import bar as progress_bar
+from srjax.shared_steps import LinkedPseudoLabels, SharedStage2
+
+SIZES = tuple(presets.PRESETS)
+# The phantom each size runs on: seconds per member (tiny), the demo (cpu), an accelerator's (paper).
+PHANTOM_SHAPES = {"tiny": (12, 48, 48), "cpu": (48, 160, 160), "paper": (192, 512, 512)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """A volume on disk, and its ground truth if there is one."""
+
+    path: str
+    truth: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    name: str
+    volume: str  # a key of Sweep.volumes
+    overrides: tuple[tuple[str, object], ...]  # (config key, value), applied to the base config
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    name: str
+    base: cfg.Config
+    volumes: dict  # name -> PhantomSpec or Scan
+    members: tuple[Member, ...]
+    figures: tuple[str, ...] = ()  # extra figures of srjax.results.FIGURES, e.g. "confusion"
+
+    def config(self, member: Member) -> cfg.Config:
+        return cfg.apply_overrides(self.base, [f"{key}={value}" for key, value in member.overrides])
+
+    @property
+    def axes(self) -> list[str]:
+        """The settings that vary between members (the volume too, when there are several);
+        the seed is not an axis but the repetition each axis value is averaged over."""
+        keys = list(dict.fromkeys(key for m in self.members for key, _ in m.overrides if key != "seed"))
+        varying = [k for k in keys if len({dict(m.overrides).get(k) for m in self.members}) > 1]
+        return (["volume"] if len(self.volumes) > 1 else []) + varying
+
+
+def member_name(volume: str, overrides, several_volumes: bool) -> str:
+    parts = ([f"volume={volume}"] if several_volumes else []) + [f"{key}={value}" for key, value in overrides]
+    return ",".join(parts).replace("/", "_") or "base"
+
+
+def grid(volumes: dict, axes: dict[str, list], seeds=(0,)) -> tuple[Member, ...]:
+    """Every combination of the ``axes`` values and ``seeds`` on every volume."""
+    keys = list(axes) + ["seed"]
+    members = []
+    for volume in volumes:
+        for values in itertools.product(*axes.values(), seeds):
+            overrides = tuple(zip(keys, values))
+            members.append(Member(member_name(volume, overrides, len(volumes) > 1), volume, overrides))
+    return tuple(members)
+
+
+def sized(size: str) -> tuple[cfg.Config, PhantomSpec]:
+    """The preset and the demo phantom of ``size``."""
+    if size not in SIZES:
+        raise SrjaxError(f"unknown sweep size {size!r}; choose one of {', '.join(SIZES)}")
+    return presets.get(size), PhantomSpec(shape=PHANTOM_SHAPES[size])
+
+
+def load(path: str | Path, size: str) -> Sweep:
+    """The sweep a sweep file defines at ``size``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SrjaxError(f"sweep file {path} does not exist; pass one of the files in experiments/")
+    spec = importlib.util.spec_from_file_location(f"srjax_sweep_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "sweep", None)):
+        raise SrjaxError(f"sweep file {path} defines no sweep(size) function")
+    sweep = module.sweep(size)
+    names = [m.name for m in sweep.members]
+    if len(set(names)) != len(names):
+        raise SrjaxError(f"sweep file {path}: two members share a name; give each member its own")
+    return sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """A member, its resolved config and run directory, and the members it takes work from."""
+
+    member: Member
+    config: cfg.Config
+    run: Path
+    stage1_from: Path | None
+    stage2_from: Path | None
+    keep_stage2: tuple[int, ...]  # stage-2 steps that other members start stage 3 from
+
+    def steps(self):
+        return (LinkedPseudoLabels(self.stage1_from), SharedStage2(self.stage2_from, self.keep_stage2),
+                *stages.STEPS[2:])
+
+
+def _stage1_key(volume: str, config: cfg.Config) -> str:
+    seed = config.seed if config.pseudo.method in pseudo.SEEDED_METHODS else None
+    return json.dumps([volume, dataclasses.asdict(config.pseudo), seed])
+
+
+def _stage2_key(volume: str, config: cfg.Config, total: int) -> str:
+    stage2 = dataclasses.asdict(config.stage2)
+    del stage2["epochs"], stage2["steps"]
+    if config.stage2.schedule != "constant":  # the schedule's shape depends on the duration
+        stage2["total"] = total
+    data_settings = dict(dataclasses.asdict(config.data), read_threads=None)
+    return json.dumps([_stage1_key(volume, config), dataclasses.asdict(config.model),
+                       dataclasses.asdict(config.loss), data_settings, stage2, config.seed])
+
+
+def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) -> list[Planned]:
+    """The members in the order they run: each stage-2 group's longest member first, so the
+    others find its checkpoints; without ``share`` every member does all its own work."""
+    configs = [sweep.config(m) for m in sweep.members]
+    totals = [data.batches(depths[m.volume], c.data.batch_size, c.stage2.epochs, c.stage2.steps)[1]
+              for m, c in zip(sweep.members, configs)]
+    groups: dict[str, list[int]] = {}
+    for i, (m, c) in enumerate(zip(sweep.members, configs)):
+        groups.setdefault(_stage2_key(m.volume, c, totals[i]) if share else str(i), []).append(i)
+    planned, stage1_runs = [], {}
+    for indices in groups.values():
+        first = max(indices, key=lambda i: totals[i])
+        for i in [first] + [i for i in indices if i != first]:
+            member, config, run = sweep.members[i], configs[i], out / "runs" / sweep.members[i].name
+            key1 = _stage1_key(member.volume, config) if share else str(i)
+            stage1_from = stage1_runs.setdefault(key1, run)
+            donor = i != first
+            keep = tuple(sorted({totals[j] for j in indices} - {totals[i]})) if not donor else ()
+            planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
+                                   out / "runs" / sweep.members[first].name if donor else None, keep))
+    return planned
+
+
+def _volume_paths(out: Path, name: str, volume) -> tuple[Path, Path | None]:
+    """Where a member reads the volume and its truth; a phantom is generated once into the sweep directory."""
+    if isinstance(volume, Scan):
+        return io.local_path(volume.path), volume.truth and io.local_path(volume.truth)
+    paths = out / "volumes" / name / "volume.ome.zarr", out / "volumes" / name / "truth.ome.zarr"
+    if not all(path.exists() for path in paths):
+        arrays = make_phantom(volume)
+        for path, array in zip(paths, arrays):
+            io.write_volume(path, array, name=f"phantom {name} {path.name.split('.')[0]}")
+    return paths
+
+
+def _record(sweep: Sweep, size: str, source: str) -> dict:
+    return {"sweep": sweep.name, "file": source, "size": size, "axes": sweep.axes, "figures": list(sweep.figures),
+            "members": [{"name": m.name, "volume": m.volume, "overrides": dict(m.overrides)} for m in sweep.members]}
+
+
+def _claim(out: Path, record: dict) -> None:
+    """The sweep directory holds this sweep, or nothing yet."""
+    path = out / "sweep.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if (old["sweep"], old["size"], old["members"]) != (record["sweep"], record["size"], record["members"]):
+            raise SrjaxError(f"{out} holds the sweep {old['sweep']!r} at size {old['size']}, not this one; "
+                             "pass a new --out")
+    elif out.exists() and any(entry.name != ".sweep.lock" for entry in out.iterdir()):
+        raise SrjaxError(f"--out {out} holds files that are not an srjax sweep; choose a new or empty directory")
+    write_json(path, record)
+
+
+def check(sweep: Sweep, paths: dict, mesh) -> None:
+    """Every member's config and sizes against its volume, before any member starts."""
+    for member in sweep.members:
+        if member.volume not in sweep.volumes:
+            raise SrjaxError(f"sweep member {member.name}: no volume named {member.volume!r}")
+        try:
+            config = sweep.config(member)
+            cfg.validate(config)
+            volume, truth = (None if p is None else pipeline.Input(p, n) for p, n in zip(paths[member.volume],
+                                                                                         ("volume", "truth")))
+            pipeline.check_inputs(volume.source, truth and truth.source, config, mesh)
+        except SrjaxError as err:
+            raise SrjaxError(f"sweep member {member.name}: {err}") from None
+
+
+def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, share: bool = True,
+              progress: bool = True) -> list[dict]:
+    """Run every member that is not finished; return and write the results table."""
+    from srjax import results, train
+
+    out = absolute(out)
+    check_parent_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out / ".sweep.lock", f"sweep directory {out}"):
+        _claim(out, _record(sweep, size, source))
+        paths = {name: _volume_paths(out, name, volume) for name, volume in sweep.volumes.items()}
+        mesh = train.make_mesh()
+        check(sweep, paths, mesh)
+        depths = {name: io.open_volume(path, "volume").shape[0] for name, (path, _) in paths.items()}
+        for planned in progress_bar(plan(sweep, out, depths, share), desc=sweep.name, unit="run",
+                                    disable=not progress):
+            volume, truth = paths[planned.member.volume]
+            pipeline.run_pipeline(volume, planned.run, planned.config, truth, preset=size, progress=False,
+                                  steps=planned.steps())
+        return results.write(out)
+
+
+def status(out: str | Path) -> list[tuple[str, str]]:
+    """(member, what it has done) for every member of the sweep in ``out``."""
+    out = absolute(out)
+    record_path = out / "sweep.json"
+    if not record_path.exists():
+        raise SrjaxError(f"{out} is not a sweep directory (no sweep.json); pass the --out of srjax sweep")
+    record = json.loads(record_path.read_text())
+    return [(m["name"], _member_progress(rundir.RunDir(out / "runs" / m["name"]))) for m in record["members"]]
+
+
+def _member_progress(run: rundir.RunDir) -> str:
+    from srjax import train
+
+    if run.finished:
+        return "finished"
+    if not run.record.exists():
+        return "not started"
+    done = [name for name, path in (("stage 1", run.stage1), ("stage 2 labels", run.stage2_labels),
+                                    ("stage 3 labels", run.labels)) if path.exists()]
+    for stage in ("stage2", "stage3"):
+        step = train.latest_step(run.checkpoints(stage))
+        if step:
+            done.append(f"{stage.replace('stage', 'stage ')} at step {step}")
+    return "started: " + (", ".join(done) if done else "nothing saved yet")

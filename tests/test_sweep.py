@@ -1,0 +1,163 @@
+"""Sweeps: members are ordinary run directories, stage 1 and stage 2 are shared where they
+would be computed the same, a killed sweep finishes only what is missing, and the
+results table is rebuilt from the run directories alone."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import read_all
+from srjax import results, sweep, train
+from srjax.cli import main
+from srjax.errors import SrjaxError
+from srjax.pipeline import run_pipeline
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+SWEEP_FILE = """
+from srjax.phantom import PhantomSpec
+from srjax.sweep import Sweep, grid, sized
+
+
+def sweep(size):
+    base, _ = sized(size)
+    volumes = {{"phantom": PhantomSpec(shape=(8, 40, 40), seed=5)}}
+    return Sweep("test", base, volumes, grid(volumes, {axes}, {seeds}))
+"""
+
+
+def _write_sweep(path: Path, axes: dict, seeds=(0,)) -> Path:
+    path.write_text(SWEEP_FILE.format(axes=repr(axes), seeds=repr(tuple(seeds))))
+    return path
+
+
+def _env():
+    return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+
+
+def test_a_killed_sweep_finishes_only_what_is_missing(tmp_path):
+    file = _write_sweep(tmp_path / "two_seeds.py", {}, seeds=(0, 1))
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "srjax.cli", "sweep", str(file), "--size", "tiny", "--out", str(out)]
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "runs" / "seed=0" / "metrics.json"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert first.exists() and not (out / "runs" / "seed=1" / "metrics.json").exists()
+    finished_at = first.stat().st_mtime_ns
+
+    assert main(["sweep", "--status", str(out)]) == 0
+    assert main(["sweep", str(file), "--size", "tiny", "--out", str(out)]) == 0
+    assert first.stat().st_mtime_ns == finished_at  # the finished member was not touched
+    second = out / "runs" / "seed=1"
+    assert (second / "pseudo_labels.ome.zarr").is_symlink()  # stage 1 was shared, not recomputed
+    assert np.array_equal(read_all(second / "pseudo_labels.ome.zarr"),
+                          read_all(out / "runs" / "seed=0" / "pseudo_labels.ome.zarr"))
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["seed"] for row in rows] == [0, 1]
+    assert "| all | 2 |" in (out / "results.md").read_text()
+
+    # A rerun of a finished sweep trains nothing; the table comes back from the run directories alone.
+    timings = {p: p.read_text() for p in out.glob("runs/*/timings.json")}
+    for name in ("results.json", "results.csv", "results.md"):
+        (out / name).unlink()
+    assert main(["sweep", str(file), "--size", "tiny", "--out", str(out)]) == 0
+    assert {p: p.read_text() for p in out.glob("runs/*/timings.json")} == timings
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+
+
+def test_a_shorter_stage2_taken_from_a_longer_one_is_the_run_alone(tmp_path):
+    """Table V's sharing: stage 2 trained once for 4 steps, kept at step 2, and stage 3 from
+    each stopping point; the 2-step member ends exactly where it ends on its own."""
+    file = _write_sweep(tmp_path / "durations.py", {"stage2.steps": [2, 4]})
+    out = tmp_path / "sweep"
+    study = sweep.load(file, "tiny")
+    sweep.run_sweep(study, out, "tiny", progress=False)
+    short = out / "runs" / "stage2.steps=2,seed=0"
+    taken = [f for f in (short / "checkpoints" / "stage2" / "2").rglob("*") if f.is_file()]
+    assert taken and all(f.stat().st_nlink == 2 for f in taken)  # hard links to the 4-step member's checkpoint
+    assert train.latest_step(out / "runs" / "stage2.steps=4,seed=0" / "checkpoints" / "stage2") == 4
+
+    member = next(m for m in study.members if m.name == "stage2.steps=2,seed=0")
+    volumes = out / "volumes" / "phantom"
+    alone = tmp_path / "alone"
+    run_pipeline(volumes / "volume.ome.zarr", alone, study.config(member), volumes / "truth.ome.zarr",
+                 progress=False)
+    for stage in ("stage2", "stage3"):
+        shared = train.latest_params(short / "checkpoints" / stage)
+        single = train.latest_params(alone / "checkpoints" / stage)
+        for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(single), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert np.array_equal(read_all(short / "labels.ome.zarr"), read_all(alone / "labels.ome.zarr"))
+
+
+def test_plan_shares_stage1_by_pseudo_config_and_stage2_by_everything_before_it(tmp_path):
+    file = _write_sweep(tmp_path / "plan.py", {"pseudo.method": ["kmeans", "otsu"], "stage3.confidence": [0.5, 0.7]},
+                        seeds=(0, 1))
+    study = sweep.load(file, "tiny")
+    planned = sweep.plan(study, tmp_path, {"phantom": 8})
+    computes_stage1 = [p for p in planned if p.stage1_from is None]
+    computes_stage2 = [p for p in planned if p.stage2_from is None]
+    assert len(planned) == 8
+    assert len(computes_stage1) == 2  # one per pseudo method; the seed does not change k-means or Otsu
+    assert len(computes_stage2) == 4  # one per (method, seed); the stage-3 confidence comes after it
+    order = [p.run for p in planned]
+    for p in planned:  # whoever a member takes work from runs before it
+        for source in (p.stage1_from, p.stage2_from):
+            assert source is None or order.index(source) < order.index(p.run)
+    assert all(p.stage1_from is None and p.stage2_from is None
+               for p in sweep.plan(study, tmp_path, {"phantom": 8}, share=False))
+
+
+@pytest.mark.parametrize("study", sorted(p.name for p in EXPERIMENTS.glob("*.py")))
+def test_every_study_plans_and_checks_at_every_size(study, tmp_path):
+    for size in sweep.SIZES:
+        loaded = sweep.load(EXPERIMENTS / study, size)
+        assert len(loaded.members) >= 2
+        assert all(dict(m.overrides).get("seed") is not None for m in loaded.members)
+        for member in loaded.members:
+            loaded.config(member)  # every override is a valid key and value
+
+
+def test_bad_sweeps_are_refused_before_any_work(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "missing.py"), "--out", str(tmp_path / "a")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = _write_sweep(tmp_path / "bad.py", {"data.crop": [32, 4096]})
+    assert main(["sweep", str(bad), "--size", "tiny", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "sweep member data.crop=4096,seed=0" in err and "data.crop" in err
+    assert not list((tmp_path / "b").glob("runs/*"))
+    typo = _write_sweep(tmp_path / "typo.py", {"stage2.epoch": [1, 2]})
+    assert main(["sweep", str(typo), "--size", "tiny", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown config key 'stage2.epoch'" in capsys.readouterr().err
+    assert main(["sweep", "--status", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_another_sweep_in_a_sweep_directory_is_refused(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"sweep": "other", "size": "tiny", "members": []}))
+    study = sweep.load(_write_sweep(tmp_path / "s.py", {}, seeds=(0, 1)), "tiny")
+    with pytest.raises(SrjaxError, match="holds the sweep 'other'"):
+        sweep.run_sweep(study, out, "tiny", progress=False)
+
+
+def test_results_markdown_gives_mean_and_sample_sd_per_axis_value():
+    record = {"sweep": "s", "size": "tiny", "axes": ["loss.name"], "members": [{}] * 3}
+    rows = [{"loss.name": "ce", "stage3.miou": 0.5}, {"loss.name": "ce", "stage3.miou": 0.7},
+            {"loss.name": "focal", "stage3.miou": 0.4}]
+    text = results.markdown(record, rows)
+    assert "| ce | 2 |" in text and "0.600 ± 0.141" in text  # sd with ddof=1: 0.1414
+    assert "| focal | 1 |" in text and "0.400" in text
