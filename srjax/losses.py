@@ -20,6 +20,8 @@ CE, which fails under grad on batch-sharded arrays with explicit mesh axes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -35,9 +37,7 @@ def _one_hot(logits, labels):
 
 def cross_entropy(logits, labels, smoothing: float = 0.0):
     """CE against integer ``labels``; ``smoothing`` spreads that much target mass over all K classes."""
-    target = _one_hot(logits, labels)
-    if smoothing:
-        target = target * (1.0 - smoothing) + smoothing / logits.shape[-1]
+    target = _one_hot(logits, labels) * (1.0 - smoothing) + smoothing / logits.shape[-1]
     return -(target * jax.nn.log_softmax(logits)).sum(-1)
 
 
@@ -65,23 +65,30 @@ def focal(logits, labels, gamma: float):
     return -((1.0 - jnp.exp(log_p_label)) ** gamma) * log_p_label
 
 
+# name -> (logits, labels, values) -> per-pixel loss; ``values`` holds the LossConfig's numbers.
 LOSSES = {
-    "cross_entropy": lambda c: cross_entropy,
-    "label_smoothing": lambda c: lambda x, y: cross_entropy(x, y, c.smoothing),
-    "bootstrap_soft": lambda c: lambda x, y: bootstrap(x, y, c.soft_beta, hard=False),
-    "bootstrap_hard": lambda c: lambda x, y: bootstrap(x, y, c.hard_beta, hard=True),
-    "gce": lambda c: lambda x, y: generalized_cross_entropy(x, y, c.gce_q),
-    "sce": lambda c: lambda x, y: symmetric_cross_entropy(x, y, c.sce_alpha, c.sce_beta),
-    "focal": lambda c: lambda x, y: focal(x, y, c.focal_gamma),
+    "cross_entropy": lambda x, y, v: cross_entropy(x, y),
+    "label_smoothing": lambda x, y, v: cross_entropy(x, y, v["smoothing"]),
+    "bootstrap_soft": lambda x, y, v: bootstrap(x, y, v["soft_beta"], hard=False),
+    "bootstrap_hard": lambda x, y, v: bootstrap(x, y, v["hard_beta"], hard=True),
+    "gce": lambda x, y, v: generalized_cross_entropy(x, y, v["gce_q"]),
+    "sce": lambda x, y, v: symmetric_cross_entropy(x, y, v["sce_alpha"], v["sce_beta"]),
+    "focal": lambda x, y, v: focal(x, y, v["focal_gamma"]),
 }
 LOSS_NAMES = tuple(sorted(LOSSES))
 
 
-def pixel_loss(config: LossConfig):
-    """The per-pixel loss function ``(logits, labels) -> [...]`` named by the config."""
-    if config.name not in LOSSES:
-        raise SrjaxError(f"unknown loss {config.name!r}; choose one of {', '.join(LOSS_NAMES)}")
-    return LOSSES[config.name](config)
+def loss_values(config: LossConfig) -> dict[str, float]:
+    """Every loss parameter of ``config``: values a training state carries, not constants of
+    the compiled step, so runs that differ only in them share one compiled step."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "name"}
+
+
+def pixel_loss(name: str):
+    """The per-pixel loss ``(logits, labels, values) -> [...]`` called ``name``."""
+    if name not in LOSSES:
+        raise SrjaxError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    return LOSSES[name]
 
 
 def masked_mean(per_pixel, mask):

@@ -8,6 +8,8 @@ multiplies it and depends only on the step count.
 
 from __future__ import annotations
 
+import dataclasses
+
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -34,11 +36,32 @@ def _direction(settings) -> optax.GradientTransformation:
     return optax.scale_by_adam()
 
 
-def make_optimizer(settings, total_steps: int) -> optax.GradientTransformation:
-    """``settings`` is a stage's config (optimizer, learning_rate, schedule, warmup_steps, weight_decay)."""
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """Everything that shapes an optimizer's update but the learning rate, which is a value
+    in its state: the part a compiled step depends on."""
+
+    optimizer: str
+    schedule: str
+    warmup_steps: int
+    weight_decay: float
+    total_steps: int
+
+    @classmethod
+    def of(cls, settings, total_steps: int) -> "OptimizerSpec":
+        return cls(settings.optimizer, settings.schedule, settings.warmup_steps, settings.weight_decay, total_steps)
+
+
+def optimizer_from(spec: OptimizerSpec, learning_rate: float) -> optax.GradientTransformation:
+    """The optimizer of ``spec``; ``learning_rate`` is the value its state starts with."""
 
     def build(learning_rate):
-        return optax.chain(_direction(settings), optax.scale_by_schedule(schedule_shape(settings, total_steps)),
+        return optax.chain(_direction(spec), optax.scale_by_schedule(schedule_shape(spec, spec.total_steps)),
                            optax.scale_by_learning_rate(learning_rate))
 
-    return optax.inject_hyperparams(build)(learning_rate=settings.learning_rate)
+    return optax.inject_hyperparams(build)(learning_rate=learning_rate)
+
+
+def make_optimizer(settings, total_steps: int) -> optax.GradientTransformation:
+    """``settings`` is a stage's config (optimizer, learning_rate, schedule, warmup_steps, weight_decay)."""
+    return optimizer_from(OptimizerSpec.of(settings, total_steps), settings.learning_rate)

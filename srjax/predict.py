@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,12 +14,16 @@ from srjax.progress import bar as progress_bar
 from srjax.train import batch_sharded, replicated
 
 
-def _forward(model):
+@functools.cache
+def compiled_forward(model, mesh):
+    """Labels and confidence of a batch, jitted once per model and mesh (the weights are an argument)."""
+
     def forward(params, images):
         probs = jax.nn.softmax(model.apply({"params": params}, images, train=False))
         return probs.argmax(-1).astype(jnp.uint8), probs.max(-1)
 
-    return forward
+    return jax.jit(forward, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                   out_shardings=(batch_sharded(mesh), batch_sharded(mesh)))
 
 
 def predict_volume(
@@ -38,11 +44,7 @@ def predict_volume(
     return the mean max probability over the volume."""
     devices = mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
-    forward = jax.jit(
-        _forward(model),
-        in_shardings=(replicated(mesh), batch_sharded(mesh)),
-        out_shardings=(batch_sharded(mesh), batch_sharded(mesh)),
-    )
+    forward = compiled_forward(model, mesh)
     params = jax.device_put(params, replicated(mesh))
     depth = volume.shape[0]
     full = slice(None)

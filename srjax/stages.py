@@ -20,9 +20,9 @@ import numpy as np
 
 from srjax import data, io, pseudo, report, rundir, summary, train
 from srjax.config import Config
-from srjax.losses import pixel_loss
+from srjax.losses import loss_values
 from srjax.models import build_model
-from srjax.optim import make_optimizer
+from srjax.optim import OptimizerSpec, make_optimizer
 from srjax.outputs import write_json
 from srjax.predict import predict_volume
 from srjax.sources import from_store
@@ -111,23 +111,37 @@ class _Training:
     def done(self, ctx: Context) -> bool:
         return train.latest_step(ctx.run.checkpoints(self.name)) == self.total_steps(ctx)
 
-    def run(self, ctx: Context) -> None:
+    def kind(self, ctx: Context) -> train.StepKind:
+        """What this run's compiled step is specialised on (runs of equal kinds share one)."""
+        settings = self.settings(ctx)
+        return train.StepKind(self.method(ctx), ctx.model, OptimizerSpec.of(settings, self.total_steps(ctx)),
+                              ctx.config.loss.name, getattr(settings, "weak_augment", True))
+
+    def member(self, ctx: Context) -> train.Member:
         settings, dc = self.settings(ctx), ctx.config.data
-        optimizer = make_optimizer(settings, self.total_steps(ctx))
-        labels = self.labels(ctx)
-        dataset = data.crop_dataset(ctx.store, labels, dc, ctx.stage1["low"], ctx.stage1["high"], settings.epochs,
-                                    self.data_seed(ctx), settings.steps)
-        step = self.bind(ctx, optimizer, pixel_loss(ctx.config.loss), settings)
-        train.train(self.name, step, self.initial_state(ctx, optimizer), dataset, ctx.mesh,
-                    ctx.run.checkpoints(self.name), seed=ctx.config.seed,
-                    checkpoint_every=ctx.config.checkpoint_every, read_threads=dc.read_threads,
-                    keep_steps=self.keep_steps, progress=ctx.progress)
+        dataset = data.crop_dataset(ctx.store, self.labels(ctx), dc, ctx.stage1["low"], ctx.stage1["high"],
+                                    settings.epochs, self.data_seed(ctx), settings.steps)
+        state = self.initial_state(ctx, make_optimizer(settings, self.total_steps(ctx)))
+        return train.Member(state, dataset, ctx.run.checkpoints(self.name), ctx.config.seed)
+
+    def run(self, ctx: Context) -> None:
+        self.run_together([ctx], ctx.mesh)
+
+    def run_together(self, contexts: list[Context], mesh) -> None:
+        """Train the runs of ``contexts`` (of one kind) as one population on ``mesh``, or one alone."""
+        first = contexts[0]
+        train.train(self.name, self.kind(first), [self.member(ctx) for ctx in contexts], mesh,
+                    checkpoint_every=first.config.checkpoint_every, read_threads=first.config.data.read_threads,
+                    keep_steps=self.keep_steps, progress=first.progress)
 
 
 class Stage2(_Training):
     """Fit the network to the pseudo labels."""
 
     name = "stage2"
+
+    def method(self, ctx: Context) -> str:
+        return "stage2"
 
     def labels(self, ctx: Context):
         return io.open_volume(ctx.run.pseudo_labels, "pseudo labels")
@@ -137,16 +151,17 @@ class Stage2(_Training):
 
     def initial_state(self, ctx: Context, optimizer):
         dc = ctx.config.data
-        return train.stage2_state(train.init_params(ctx.model, dc.slices, dc.crop, ctx.config.seed), optimizer)
-
-    def bind(self, ctx: Context, optimizer, loss_fn, settings):
-        return train.bind_stage2_step(ctx.model, optimizer, loss_fn, settings)
+        params = train.init_params(ctx.model, dc.slices, dc.crop, ctx.config.seed)
+        return train.stage2_state(params, optimizer, {"loss": loss_values(ctx.config.loss)})
 
 
 class Stage3(_Training):
     """Self-correction from the stage-2 weights, by the method ``stage3.method`` names."""
 
     name = "stage3"
+
+    def method(self, ctx: Context) -> str:
+        return ctx.config.stage3.method
 
     def labels(self, ctx: Context):
         return None
@@ -155,11 +170,9 @@ class Stage3(_Training):
         return ctx.config.seed + 1  # other crops than stage 2's
 
     def initial_state(self, ctx: Context, optimizer):
-        params = train.latest_params(ctx.run.checkpoints("stage2"))
-        return train.STAGE3_METHODS[ctx.config.stage3.method].init(params, optimizer)
-
-    def bind(self, ctx: Context, optimizer, loss_fn, settings):
-        return train.bind_stage3_step(ctx.model, optimizer, loss_fn, settings)
+        method = train.STAGE3_METHODS[ctx.config.stage3.method]
+        values = {"loss": loss_values(ctx.config.loss), **method.values(ctx.config.stage3)}
+        return method.init(train.latest_params(ctx.run.checkpoints("stage2")), optimizer, values)
 
 
 class Predict:

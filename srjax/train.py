@@ -1,17 +1,23 @@
 """Stage 2 (fit to pseudo labels) and stage 3 (self-correction, by default the
 Unbiased-Teacher method), as pure steps and the loop that runs them.
 
-Both steps are pure functions ``(state, batch, rng) -> (state, metrics)``, jitted once
-over a data-parallel mesh: the batch is split on the ``data`` axis, parameters and
-optimizer state are replicated, and the old state's buffers are donated. The step's
-randomness is ``fold_in(rng, state.step)``, so a resumed run draws what an
-uninterrupted one would.
+Both steps are pure functions ``(state, batch, rng) -> (state, metrics)``, jitted over a
+data-parallel mesh: the batch is split on the ``data`` axis, parameters and optimizer
+state are replicated, and the old state's buffers are donated. The step's randomness is
+``fold_in(rng, state.step)``, so a resumed run draws what an uninterrupted one would.
+
+A state carries its numeric settings as values (``values``: the loss's parameters and
+the stage-3 method's; the learning rate sits in the optimizer state), so the compiled
+step depends only on the model, the optimizer's kind and schedule and the loss's name:
+runs that differ in values share one compiled step (``compiled_step``), and a population
+of such runs trains as one vmapped step on a ``population`` x ``data`` mesh.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,9 +30,10 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from srjax import augment, data
-from srjax.config import Stage2Config, Stage3Config
+from srjax.config import Stage3Config
 from srjax.errors import SrjaxError
-from srjax.losses import masked_mean
+from srjax.losses import masked_mean, pixel_loss
+from srjax.optim import OptimizerSpec, optimizer_from
 from srjax.outputs import check_interrupt, deferred_interrupts
 from srjax.progress import bar as progress_bar
 
@@ -35,6 +42,7 @@ class Stage2State(flax.struct.PyTreeNode):
     step: jax.Array
     params: Any
     opt_state: Any
+    values: Any  # {"loss": the loss's parameters}
 
 
 class TeacherStudentState(flax.struct.PyTreeNode):
@@ -42,6 +50,7 @@ class TeacherStudentState(flax.struct.PyTreeNode):
     params: Any  # the student
     opt_state: Any
     teacher: Any
+    values: Any  # {"loss": ..., "confidence": δ, "ema": α, "strong_probability": ...}
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -78,7 +87,7 @@ def stage2_step(state: Stage2State, batch, rng, *, model, optimizer, loss_fn, we
 
     def objective(params):
         logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})
-        return loss_fn(logits, labels).mean()
+        return loss_fn(logits, labels, state.values["loss"]).mean()
 
     loss, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -86,69 +95,129 @@ def stage2_step(state: Stage2State, batch, rng, *, model, optimizer, loss_fn, we
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
 
 
-def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn, settings: Stage3Config):
+def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn):
     """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong one."""
+    values = state.values
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     weak = augment.weak(weak_key, batch["image"])
-    strong = augment.strong(strong_key, weak, settings.strong_probability)
+    strong = augment.strong(strong_key, weak, values["strong_probability"])
     probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
     target = probs.argmax(-1)
-    keep = probs.max(-1) > settings.confidence
+    keep = probs.max(-1) > values["confidence"]
 
     def objective(params):
         logits = model.apply({"params": params}, strong, train=True, rngs={"dropout": dropout_key})
-        return masked_mean(loss_fn(logits, target), keep)
+        return masked_mean(loss_fn(logits, target, values["loss"]), keep)
 
     loss, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, settings.ema)
+        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, values["ema"])
     )
     kept_by_class = (jax.nn.one_hot(target, probs.shape[-1]) * keep[..., None]).mean(axis=(0, 1, 2))
     return new_state, {"loss": loss, "kept": keep.mean(), "kept_by_class": kept_by_class}
 
 
-def stage2_state(params, optimizer) -> Stage2State:
-    return Stage2State(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+def _as_values(values: dict):
+    return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), values)
 
 
-def teacher_student_state(params, optimizer) -> TeacherStudentState:
+def stage2_state(params, optimizer, values: dict) -> Stage2State:
+    return Stage2State(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                       values=_as_values(values))
+
+
+def teacher_student_state(params, optimizer, values: dict) -> TeacherStudentState:
     """Student and teacher both start from ``params`` (the stage-2 weights)."""
     return TeacherStudentState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                               teacher=jax.tree.map(jnp.copy, params))  # own buffers: the step donates both
+                               teacher=jax.tree.map(jnp.copy, params),  # own buffers: the step donates both
+                               values=_as_values(values))
+
+
+def unbiased_teacher_values(settings: Stage3Config) -> dict:
+    return {"confidence": settings.confidence, "ema": settings.ema, "strong_probability": settings.strong_probability}
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage3Method:
-    """A self-correction method: its training state from the stage-2 weights and an
-    optimizer, its pure step, and the field of the final state that labels the volume."""
+    """A self-correction method: its training state from the stage-2 weights, an optimizer
+    and its values (from the stage-3 config), its pure step, and the field of the final
+    state that labels the volume."""
 
     init: Callable
     step: Callable
+    values: Callable
     predict_with: str
 
 
 # A new stage-3 method is one entry here; ``stage3.method`` selects it.
 STAGE3_METHODS = {
-    "unbiased_teacher": Stage3Method(teacher_student_state, unbiased_teacher_step, predict_with="teacher"),
+    "unbiased_teacher": Stage3Method(teacher_student_state, unbiased_teacher_step, unbiased_teacher_values,
+                                     predict_with="teacher"),
 }
 
 
-def compile_step(step_fn: Callable, mesh):
-    """Jit a bound step once: state replicated (and donated), batch split on ``data``."""
+@dataclasses.dataclass(frozen=True)
+class StepKind:
+    """What a compiled training step is specialised on; every other setting is a value in
+    the state. ``method`` is ``stage2`` or a stage-3 method."""
+
+    method: str
+    model: Any  # a flax module: hashable, equal when its fields are
+    optimizer: OptimizerSpec
+    loss: str
+    weak_augment: bool = True  # stage 2 only
+
+
+def step_function(kind: StepKind, optimizer) -> Callable:
+    """The pure step of ``kind``, bound to its model, ``optimizer`` and loss."""
+    bound = {"model": kind.model, "optimizer": optimizer, "loss_fn": pixel_loss(kind.loss)}
+    if kind.method == "stage2":
+        return functools.partial(stage2_step, weak_augment=kind.weak_augment, **bound)
+    return functools.partial(STAGE3_METHODS[kind.method].step, **bound)
+
+
+@functools.cache
+def compiled_step(kind: StepKind, mesh, population: bool = False):
+    """The step of ``kind`` jitted once per mesh: state replicated (and donated), batch split
+    on ``data``. With ``population``, the step is vmapped over a leading member axis that
+    state, batch and rng are split on along the mesh's ``population`` axis."""
+    # The learning rate given here only seeds a new state; the step reads the state's.
+    step = step_function(kind, optimizer_from(kind.optimizer, learning_rate=1.0))
+    if population:
+        # Manual over ``population`` (each device group vmaps its own members), automatic over
+        # ``data``: left to the partitioner, a vmapped step's grouped convolutions come out
+        # wrong when their groups (the members) are split over devices.
+        members = PartitionSpec("population")
+        step = jax.shard_map(jax.vmap(step), mesh=mesh, in_specs=(members, members, members),
+                             out_specs=(members, members), axis_names={"population"})
+        state_sharding = NamedSharding(mesh, members)
+        batch = NamedSharding(mesh, PartitionSpec("population", "data"))
+        return jax.jit(step, in_shardings=(state_sharding, batch, state_sharding),
+                       out_shardings=(state_sharding, state_sharding), donate_argnums=0)
     repl = replicated(mesh)
-    return jax.jit(
-        step_fn,
-        in_shardings=(repl, batch_sharded(mesh), repl),
-        out_shardings=(repl, repl),
-        donate_argnums=0,
-    )
+    return jax.jit(step, in_shardings=(repl, batch_sharded(mesh), repl), out_shardings=(repl, repl),
+                   donate_argnums=0)
 
 
-def _put_batch(batch, mesh):
-    sharding = batch_sharded(mesh)
+def _put_batch(batches: list, mesh):
+    """One member's batch split on ``data``, or the members' batches stacked and split on ``population`` too."""
+    if len(batches) == 1:
+        sharding, batch = batch_sharded(mesh), batches[0]
+    else:
+        sharding = NamedSharding(mesh, PartitionSpec("population", "data"))
+        batch = jax.tree.map(lambda *xs: np.stack(xs), *batches)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def population_mesh(size: int, devices=None) -> jax.sharding.Mesh:
+    """A ``population`` x ``data`` mesh for ``size`` members: the members split over as
+    many devices as divide both, each member's batch over the rest."""
+    devices = list(devices or jax.devices())
+    members = math.gcd(size, len(devices))
+    return jax.make_mesh((members, len(devices) // members), ("population", "data"),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
 
 
 def checkpoint_manager(directory: Path, keep_steps=()):
@@ -203,60 +272,85 @@ def prediction_key(stage: str, config) -> str:
     return "params" if stage == "stage2" else STAGE3_METHODS[config.stage3.method].predict_with
 
 
-def train(
-    name: str,
-    step_fn: Callable,
-    state,
-    dataset,
-    mesh,
-    checkpoint_dir: Path,
-    *,
-    seed: int,
-    checkpoint_every: int,
-    read_threads: int,
-    keep_steps=(),
-    progress: bool = True,
-):
-    """Run ``step_fn`` over ``dataset``; resume from the latest checkpoint if there is one.
-    Checkpoints are saved every ``checkpoint_every`` steps and at ``keep_steps``, which are kept.
+@dataclasses.dataclass
+class Member:
+    """One run a training loop advances: its starting state, its crops, where it is
+    checkpointed, and the seed of its step's randomness."""
 
-    Returns the final state, the per-step history of the scalar metrics, and the sums
-    over all steps of the vector ones (of all runs, resumed or not). A non-finite loss
+    state: Any
+    dataset: Any
+    checkpoint_dir: Path
+    seed: int
+
+
+class _Progress:
+    """A member's place in training: its checkpoints, data iterator, history and metric sums."""
+
+    def __init__(self, name: str, member: Member, mesh, keep_steps, read_threads: int):
+        self.name, self.state = name, member.state
+        self.manager = checkpoint_manager(member.checkpoint_dir, keep_steps)
+        self.iterator = data.iterate(member.dataset, read_threads)
+        self.history: list[dict] = []
+        self.sums: dict[str, list] = {}
+        self.start = self.manager.latest_step() or 0
+        if self.start:
+            self.state, record = restore_state(member.checkpoint_dir, member.state, mesh, self.start)
+            self.iterator.set_state(record["iterator"])
+            self.history, self.sums = record["history"], record.get("sums", {})
+
+    def save(self, done: int, state) -> None:
+        record = {"iterator": self.iterator.get_state(), "history": self.history, "sums": self.sums}
+        with deferred_interrupts():  # a checkpoint is never cut short by Ctrl-C
+            self.manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            record=ocp.args.JsonSave(record)))
+            self.manager.wait_until_finished()
+
+
+def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_every: int, read_threads: int,
+          keep_steps=(), progress: bool = True) -> list[tuple]:
+    """Train each member over its dataset, resuming from its latest checkpoint; return
+    each one's final state, per-step history of the scalar metrics and sums of the vector
+    ones (over all its steps, resumed or not).
+
+    One member trains on the 1-D ``data`` mesh. Several (of equal length, at the same
+    step) train in lockstep as one vmapped step on a ``population`` x ``data`` mesh, each
+    saved in its own directory exactly as if it had trained alone. Checkpoints come every
+    ``checkpoint_every`` steps and at ``keep_steps``, which are kept. A non-finite loss
     stops training before anything from that step on is saved.
     """
-    total = len(dataset)
-    iterator = data.iterate(dataset, read_threads)
-    history: list[dict] = []
-    sums: dict[str, list] = {}
-    manager = checkpoint_manager(checkpoint_dir, keep_steps)
-    start = manager.latest_step() or 0
-    if start:
-        state, record = restore_state(checkpoint_dir, state, mesh, start)
-        iterator.set_state(record["iterator"])
-        history, sums = record["history"], record.get("sums", {})
-    state = jax.device_put(state, replicated(mesh))
-    step = compile_step(step_fn, mesh)
-    rng = jax.device_put(jax.random.key(seed), replicated(mesh))
+    tracks = [_Progress(name, member, mesh, keep_steps, read_threads) for member in members]
+    total, start = len(members[0].dataset), tracks[0].start
+    if any(len(m.dataset) != total for m in members) or any(t.start != start for t in tracks):
+        raise SrjaxError(f"{name}: members of a population must have as many steps and be at the same step")
+    together = len(members) > 1
+    placement = NamedSharding(mesh, PartitionSpec("population")) if together else replicated(mesh)
+    stack = (lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)) if together else (lambda trees: trees[0])
+    state = jax.device_put(stack([t.state for t in tracks]), placement)
+    rng = jax.device_put(stack([jax.random.key(m.seed) for m in members]), placement)
+    step = compiled_step(kind, mesh, together)
     bar = progress_bar(total=total, initial=start, desc=name, unit="step", disable=not progress)
     pending = []
     for index in range(start, total):
         check_interrupt()
-        state, metrics = step(state, _put_batch(next(iterator), mesh), rng)
+        state, metrics = step(state, _put_batch([next(t.iterator) for t in tracks], mesh), rng)
         pending.append(metrics)
         done = index + 1
         if done % checkpoint_every == 0 or done == total or done in keep_steps:
-            _collect(name, jax.device_get(pending), done - len(pending), history, sums)
+            pending, host = jax.device_get(pending), jax.device_get(state) if together else state
+            for i, track in enumerate(tracks):  # every member's metrics are checked before any is saved
+                own = [jax.tree.map(lambda x: x[i], m) for m in pending] if together else pending
+                _collect(name, own, done - len(pending), track.history, track.sums)
+            for i, track in enumerate(tracks):
+                track.save(done, jax.tree.map(lambda x: x[i], host) if together else state)
             pending = []
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            record = {"iterator": iterator.get_state(), "history": history, "sums": sums}
-            with deferred_interrupts():  # a checkpoint is never cut short by Ctrl-C
-                manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                           record=ocp.args.JsonSave(record)))
-                manager.wait_until_finished()
+            bar.set_postfix(loss=f"{tracks[0].history[-1]['loss']:.4f}")
         bar.update(1)
     bar.close()
-    manager.close()
-    return state, history, sums
+    for track in tracks:
+        track.manager.close()
+    host = jax.device_get(state) if together else state
+    return [(jax.tree.map(lambda x: x[i], host) if together else state, t.history, t.sums)
+            for i, t in enumerate(tracks)]
 
 
 def _collect(name: str, steps: list[dict], first: int, history: list, sums: dict) -> None:
@@ -270,14 +364,3 @@ def _collect(name: str, steps: list[dict], first: int, history: list, sums: dict
             if np.ndim(value):
                 sums[key] = (np.asarray(sums.get(key, 0.0)) + np.asarray(value, np.float64)).tolist()
         history.append({key: float(value) for key, value in metrics.items() if not np.ndim(value)})
-
-
-def bind_stage2_step(model, optimizer, loss_fn, settings: Stage2Config):
-    return functools.partial(
-        stage2_step, model=model, optimizer=optimizer, loss_fn=loss_fn, weak_augment=settings.weak_augment
-    )
-
-
-def bind_stage3_step(model, optimizer, loss_fn, settings: Stage3Config):
-    step = STAGE3_METHODS[settings.method].step
-    return functools.partial(step, model=model, optimizer=optimizer, loss_fn=loss_fn, settings=settings)

@@ -5,10 +5,15 @@ import pytest
 
 from srjax.config import LossConfig
 from srjax.errors import SrjaxError
-from srjax.losses import LOSS_NAMES, cross_entropy, masked_mean, pixel_loss
+from srjax.losses import LOSS_NAMES, cross_entropy, loss_values, masked_mean, pixel_loss
 
 LOGITS = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], np.float32)
 LABELS = np.array([0, 2])
+
+
+def configured_loss(config: LossConfig):
+    loss, values = pixel_loss(config.name), loss_values(config)
+    return lambda logits, labels: loss(logits, labels, values)
 
 
 def _log_softmax(row):
@@ -27,7 +32,7 @@ def test_label_smoothing_by_hand():
         target = np.full(k, eps / k)
         target[label] += 1 - eps
         expected.append(-(target * _log_softmax(row)).sum())
-    loss = pixel_loss(LossConfig(name="label_smoothing", smoothing=eps))
+    loss = configured_loss(LossConfig(name="label_smoothing", smoothing=eps))
     np.testing.assert_allclose(loss(jnp.asarray(LOGITS), jnp.asarray(LABELS)), expected, rtol=1e-6)
 
 
@@ -55,7 +60,7 @@ def _by_hand(name, row, label, k=3):
 @pytest.mark.parametrize("name", ["bootstrap_soft", "bootstrap_hard", "gce", "sce", "focal"])
 def test_noisy_label_losses_by_hand_at_their_papers_defaults(name):
     expected = [_by_hand(name, row, label) for row, label in zip(LOGITS, LABELS)]
-    loss = pixel_loss(LossConfig(name=name))
+    loss = configured_loss(LossConfig(name=name))
     np.testing.assert_allclose(loss(jnp.asarray(LOGITS), jnp.asarray(LABELS)), expected, rtol=1e-5)
 
 
@@ -70,7 +75,7 @@ def test_noisy_label_losses_by_hand_at_their_papers_defaults(name):
 def test_every_loss_reduces_to_cross_entropy_at_its_neutral_setting(name, neutral):
     logits = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4)), jnp.float32)
     labels = jnp.asarray([0, 1, 2, 3, 1])
-    loss = pixel_loss(LossConfig(name=name, **neutral))
+    loss = configured_loss(LossConfig(name=name, **neutral))
     np.testing.assert_allclose(loss(logits, labels), cross_entropy(logits, labels), rtol=2e-4)
 
 
@@ -80,7 +85,7 @@ def test_masked_loss_ignores_masked_pixels(name):
     logits = jnp.asarray(rng.normal(size=(2, 3, 3, 4)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 4, (2, 3, 3)))
     mask = jnp.asarray(rng.random((2, 3, 3)) < 0.5)
-    loss = pixel_loss(LossConfig(name=name))
+    loss = configured_loss(LossConfig(name=name))
 
     def masked(x):
         return masked_mean(loss(x, labels), mask)
@@ -107,4 +112,4 @@ def test_masked_cross_entropy_normalises_by_kept_pixels():
 
 def test_unknown_loss_lists_the_valid_ones():
     with pytest.raises(SrjaxError, match="bootstrap_hard, bootstrap_soft, cross_entropy, focal, gce, label_smoothing, sce"):
-        pixel_loss(LossConfig(name="dice"))
+        configured_loss(LossConfig(name="dice"))

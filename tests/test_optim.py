@@ -70,7 +70,8 @@ def test_a_registered_stage3_method_runs_without_editing_the_pipeline(tmp_path, 
     from srjax.train import STAGE3_METHODS, Stage3Method
 
     monkeypatch.setitem(STAGE3_METHODS, "student_labels",
-                        Stage3Method(train.teacher_student_state, train.unbiased_teacher_step, predict_with="params"))
+                        Stage3Method(train.teacher_student_state, train.unbiased_teacher_step,
+                                     train.unbiased_teacher_values, predict_with="params"))
     volume, _ = tiny_phantom
     config = presets.tiny()
     config = dataclasses.replace(config, stage3=dataclasses.replace(config.stage3, method="student_labels"))

@@ -9,15 +9,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
 
 from srjax import config as cfg
 from srjax import presets
 from srjax import data, train
-from srjax.losses import pixel_loss
+from srjax.losses import loss_values
 from srjax.models import build_model
+from srjax.optim import OptimizerSpec, optimizer_from
 from conftest import read_all
 
 
@@ -31,22 +31,24 @@ def test_ema_update_by_hand():
 
 def _run_both_stages(tmp_path, devices, volume, labels):
     config = presets.tiny()
-    dc = config.data
+    dc, loss = config.data, config.loss.name
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
-    loss_fn = pixel_loss(config.loss)
     mesh = train.make_mesh(devices)
     params = train.init_params(model, dc.slices, dc.crop, 0)
-    opt = optax.adam(1e-3)
-    state = train.stage2_state(params, opt)
-    common = dict(seed=0, checkpoint_every=100, read_threads=1, progress=False)
+    values = {"loss": loss_values(config.loss)}
+    common = dict(checkpoint_every=100, read_threads=1, progress=False)
     ds = data.crop_dataset(volume, labels, dc, float(volume.min()), float(volume.max()), 2, 0)
-    fitted, h2, _ = train.train("stage2", train.bind_stage2_step(model, opt, loss_fn, config.stage2), state, ds,
-                                mesh, tmp_path / "s2", **common)
-    state = train.teacher_student_state(fitted.params, opt)
+    spec = OptimizerSpec.of(config.stage2, len(ds))
+    state = train.stage2_state(params, optimizer_from(spec, 1e-3), values)
+    [(fitted, h2, _)] = train.train("stage2", train.StepKind("stage2", model, spec, loss),
+                                    [train.Member(state, ds, tmp_path / "s2", 0)], mesh, **common)
     ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, 1)
     stage3 = cfg.Stage3Config(confidence=0.3, ema=0.9)
-    step = train.bind_stage3_step(model, opt, loss_fn, stage3)
-    corrected, h3, _ = train.train("stage3", step, state, ds, mesh, tmp_path / "s3", **common)
+    spec = OptimizerSpec.of(stage3, len(ds))
+    state = train.teacher_student_state(fitted.params, optimizer_from(spec, 1e-3),
+                                        {**values, **train.unbiased_teacher_values(stage3)})
+    [(corrected, h3, _)] = train.train("stage3", train.StepKind("unbiased_teacher", model, spec, loss),
+                                       [train.Member(state, ds, tmp_path / "s3", 0)], mesh, **common)
     return jax.device_get(corrected), h2 + h3
 
 
@@ -115,3 +117,64 @@ def test_a_step_budget_draws_the_same_crops_as_epochs_would(tiny_phantom):
     assert len(by_epochs) == 3 * 8 // 4 and len(by_steps) == 5
     for i in range(5):
         np.testing.assert_array_equal(by_steps[i]["image"], by_epochs[i]["image"])
+
+
+def _stage3_member(tmp_path, model, params, volume, config, seed: int, learning_rate: float, confidence: float,
+                   smoothing: float, ema: float):
+    """A stage-3 run of the tiny phantom whose settings are all values: seed, learning rate, δ, α and ε."""
+    dc = config.data
+    ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, seed)
+    stage3 = cfg.Stage3Config(confidence=confidence, ema=ema, learning_rate=learning_rate)
+    loss = cfg.LossConfig(smoothing=smoothing)
+    values = {"loss": loss_values(loss), **train.unbiased_teacher_values(stage3)}
+    spec = OptimizerSpec.of(stage3, len(ds))
+    state = train.teacher_student_state(params, optimizer_from(spec, learning_rate), values)
+    kind = train.StepKind("unbiased_teacher", model, spec, loss.name)
+    return kind, train.Member(state, ds, tmp_path / f"seed{seed}", seed)
+
+
+MEMBERS = [dict(seed=0, learning_rate=1e-3, confidence=0.3, smoothing=0.1, ema=0.9),
+           dict(seed=1, learning_rate=3e-3, confidence=0.5, smoothing=0.0, ema=0.99)]
+
+
+def test_a_population_member_ends_where_it_ends_alone(tmp_path, tiny_phantom):
+    """Two stage-3 runs that differ in every value train as one vmapped population on a
+    2 x 2 (population x data) mesh; each ends with the weights, teacher and history it
+    gets alone on the 4-device data mesh, and is saved in its own resumable directory."""
+    volume, _ = tiny_phantom
+    config = presets.tiny()
+    model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
+    params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
+    common = dict(checkpoint_every=100, read_threads=1, progress=False)
+    built = [_stage3_member(tmp_path / "together", model, params, volume, config, **m) for m in MEMBERS]
+    kinds = {kind for kind, _ in built}
+    assert len(kinds) == 1  # the values differ, the compiled step does not
+    mesh = train.population_mesh(2)
+    assert dict(mesh.shape) == {"population": 2, "data": 2}
+    together = train.train("stage3", kinds.pop(), [member for _, member in built], mesh, **common)
+    for (kind, member), (state, history, sums) in zip(built, together):
+        _, alone_member = _stage3_member(tmp_path / "alone", model, params, volume, config,
+                                         **MEMBERS[member.seed])
+        [(alone, alone_history, alone_sums)] = train.train("stage3", kind, [alone_member], train.make_mesh(),
+                                                           **common)
+        np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in alone_history],
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(sums["kept_by_class"], alone_sums["kept_by_class"], rtol=1e-4, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(alone)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert train.latest_step(member.checkpoint_dir) == len(member.dataset)
+        saved = train.latest_params(member.checkpoint_dir, "teacher")
+        for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(jax.device_get(state.teacher)), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_runs_that_differ_only_in_values_share_one_compiled_step(tmp_path, tiny_phantom):
+    volume, _ = tiny_phantom
+    config = presets.tiny()
+    model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
+    params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
+    mesh = train.make_mesh()
+    for index, member in enumerate(MEMBERS):
+        kind, built = _stage3_member(tmp_path / str(index), model, params, volume, config, **member)
+        train.train("stage3", kind, [built], mesh, checkpoint_every=100, read_threads=1, progress=False)
+    assert train.compiled_step(kind, mesh, False)._cache_size() == 1
