@@ -112,7 +112,8 @@ def confusion_figure(path: Path, record: dict, rows: list[dict], out: Path) -> N
     stages = [("pseudo", "pseudo labels"), ("stage3", "stage 3")]
     fig, panels = report.plt.subplots(len(rows), 2, figsize=(7, 2.6 * len(rows)), squeeze=False)
     for row, pair in zip(rows, panels):
-        metrics = rundir.RunDir(out / "runs" / row["member"]).read(out / "runs" / row["member"] / "metrics.json")
+        run = rundir.RunDir(out / "runs" / row["member"])
+        metrics = run.read(run.metrics)
         for panel, (stage, title) in zip(pair, stages):
             counts = np.asarray(metrics[stage]["confusion"], np.float64)
             shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from srjax import config as cfg
-from srjax import data, io, pipeline, presets, pseudo, rundir, stages
+from srjax import data, io, pipeline, presets, pseudo, results, rundir, stages, train
 from srjax.errors import SrjaxError
 from srjax.outputs import absolute, check_parent_writable, exclusive, write_json
 from srjax.phantom import PhantomSpec, make_phantom
@@ -155,15 +155,16 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
         groups.setdefault(_stage2_key(m.volume, c, totals[i]) if share else str(i), []).append(i)
     planned, stage1_runs = [], {}
     for indices in groups.values():
-        first = max(indices, key=lambda i: totals[i])
-        for i in [first] + [i for i in indices if i != first]:
-            member, config, run = sweep.members[i], configs[i], out / "runs" / sweep.members[i].name
-            key1 = _stage1_key(member.volume, config) if share else str(i)
-            stage1_from = stage1_runs.setdefault(key1, run)
-            donor = i != first
-            keep = tuple(sorted({totals[j] for j in indices} - {totals[i]})) if not donor else ()
+        longest = max(indices, key=lambda i: totals[i])
+        stopping_points = tuple(sorted({totals[i] for i in indices} - {totals[longest]}))
+        for i in [longest] + [i for i in indices if i != longest]:
+            member, config = sweep.members[i], configs[i]
+            run = out / "runs" / member.name
+            stage1_from = stage1_runs.setdefault(_stage1_key(member.volume, config) if share else str(i), run)
+            takes_stage2 = i != longest
             planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
-                                   out / "runs" / sweep.members[first].name if donor else None, keep))
+                                   out / "runs" / sweep.members[longest].name if takes_stage2 else None,
+                                   () if takes_stage2 else stopping_points))
     return planned
 
 
@@ -199,14 +200,15 @@ def _claim(out: Path, record: dict) -> None:
 
 def check(sweep: Sweep, paths: dict, mesh) -> None:
     """Every member's config and sizes against its volume, before any member starts."""
+    inputs = {name: (pipeline.Input(volume, "volume"), truth and pipeline.Input(truth, "truth"))
+              for name, (volume, truth) in paths.items()}
     for member in sweep.members:
         if member.volume not in sweep.volumes:
             raise SrjaxError(f"sweep member {member.name}: no volume named {member.volume!r}")
+        volume, truth = inputs[member.volume]
         try:
             config = sweep.config(member)
             cfg.validate(config)
-            volume, truth = (None if p is None else pipeline.Input(p, n) for p, n in zip(paths[member.volume],
-                                                                                         ("volume", "truth")))
             pipeline.check_inputs(volume.source, truth and truth.source, config, mesh)
         except SrjaxError as err:
             raise SrjaxError(f"sweep member {member.name}: {err}") from None
@@ -215,8 +217,6 @@ def check(sweep: Sweep, paths: dict, mesh) -> None:
 def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, share: bool = True,
               progress: bool = True) -> list[dict]:
     """Run every member that is not finished; return and write the results table."""
-    from srjax import results, train
-
     out = absolute(out)
     check_parent_writable(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,8 +245,6 @@ def status(out: str | Path) -> list[tuple[str, str]]:
 
 
 def _member_progress(run: rundir.RunDir) -> str:
-    from srjax import train
-
     if run.finished:
         return "finished"
     if not run.record.exists():

@@ -324,9 +324,8 @@ def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_
         raise SrjaxError(f"{name}: members of a population must have as many steps and be at the same step")
     together = len(members) > 1
     placement = NamedSharding(mesh, PartitionSpec("population")) if together else replicated(mesh)
-    stack = (lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)) if together else (lambda trees: trees[0])
-    state = jax.device_put(stack([t.state for t in tracks]), placement)
-    rng = jax.device_put(stack([jax.random.key(m.seed) for m in members]), placement)
+    state = jax.device_put(_stack([t.state for t in tracks]), placement)
+    rng = jax.device_put(_stack([jax.random.key(m.seed) for m in members]), placement)
     step = compiled_step(kind, mesh, together)
     bar = progress_bar(total=total, initial=start, desc=name, unit="step", disable=not progress)
     pending = []
@@ -336,21 +335,35 @@ def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_
         pending.append(metrics)
         done = index + 1
         if done % checkpoint_every == 0 or done == total or done in keep_steps:
-            pending, host = jax.device_get(pending), jax.device_get(state) if together else state
-            for i, track in enumerate(tracks):  # every member's metrics are checked before any is saved
-                own = [jax.tree.map(lambda x: x[i], m) for m in pending] if together else pending
-                _collect(name, own, done - len(pending), track.history, track.sums)
-            for i, track in enumerate(tracks):
-                track.save(done, jax.tree.map(lambda x: x[i], host) if together else state)
+            first, pending = done - len(pending), jax.device_get(pending)
+            by_member = zip(*[_unstack(metrics, len(tracks)) for metrics in pending])
+            for track, metrics in zip(tracks, by_member):  # every member's metrics are checked before any is saved
+                _collect(name, list(metrics), first, track.history, track.sums)
+            for track, member_state in zip(tracks, _unstack(_host(state, together), len(tracks))):
+                track.save(done, member_state)
             pending = []
             bar.set_postfix(loss=f"{tracks[0].history[-1]['loss']:.4f}")
         bar.update(1)
     bar.close()
     for track in tracks:
         track.manager.close()
-    host = jax.device_get(state) if together else state
-    return [(jax.tree.map(lambda x: x[i], host) if together else state, t.history, t.sums)
-            for i, t in enumerate(tracks)]
+    return [(member_state, t.history, t.sums)
+            for member_state, t in zip(_unstack(_host(state, together), len(tracks)), tracks)]
+
+
+def _stack(trees: list):
+    """Several members' trees as one whose leaves lead with a member axis; one member's as it is."""
+    return trees[0] if len(trees) == 1 else jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _unstack(tree, count: int) -> list:
+    """The ``count`` members of a tree ``_stack`` made."""
+    return [tree] if count == 1 else [jax.tree.map(lambda leaf, i=i: leaf[i], tree) for i in range(count)]
+
+
+def _host(state, together: bool):
+    """A population's state on the host, where it is split by member; one member's stays put."""
+    return jax.device_get(state) if together else state
 
 
 def _collect(name: str, steps: list[dict], first: int, history: list, sums: dict) -> None:
