@@ -211,7 +211,7 @@ def cmd_sweep(args) -> None:
                          "for example srjax sweep experiments/seeds.py --out seeds-sweep")
     study = sweep.load(args.file, args.size)
     print(f"sweep {study.name}: {len(study.members)} members at size {args.size}")
-    rows = sweep.run_sweep(study, args.out, args.size, str(args.file))
+    rows = sweep.run_sweep(study, args.out, args.size, str(args.file), populations=args.populations)
     print(f"{len(rows)} members finished; results in {args.out}: results.md, results.csv, results.json, results.png")
 
 
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep directory: new, empty, or this sweep's")
     p.add_argument("--size", choices=tuple(PRESETS), default="cpu",
                    help="tiny (tests, seconds a run), cpu (a 2-core machine), paper (an accelerator); default cpu")
+    p.add_argument("--populations", action=argparse.BooleanOptionalAction, default=None,
+                   help="train members that differ only in values (seed, learning rate, δ, α, ...) as one vmapped "
+                   "population; default: on an accelerator only (on a CPU they are slower than one by one)")
     p.add_argument("--status", metavar="DIR", help="print what each member of the sweep in DIR has done, and stop")
     p.set_defaults(func=cmd_sweep)
 

@@ -49,6 +49,8 @@ class OptimizerSpec:
 
     @classmethod
     def of(cls, settings, total_steps: int) -> "OptimizerSpec":
+        if settings.schedule == "constant":  # the duration matters only where it cuts the warm-up short
+            total_steps = min(total_steps, settings.warmup_steps)
         return cls(settings.optimizer, settings.schedule, settings.warmup_steps, settings.weight_decay, total_steps)
 
 

@@ -9,6 +9,7 @@ A rerun of a finished run does nothing; a rerun of an unfinished one resumes it.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +65,12 @@ def check_inputs(volume: Source, truth: Source | None, config: Config, mesh) -> 
     pseudo.Mask(config.pseudo.mask or None, volume.shape, "pseudo.mask")  # opens and checks a mask volume
 
 
-def run_pipeline(volume, out: str | Path, config: Config, truth=None, *, preset: str | None = None,
-                 dataset: str | None = None, truth_dataset: str | None = None, voxel_size=None,
-                 unit: str | None = None, fill_missing: bool = False, devices=None, progress: bool = True,
-                 steps=stages.STEPS) -> dict:
-    """Segment ``volume`` (a path in any format, an array or a TensorStore) into the run
-    directory ``out`` by ``steps``; returns what metrics.json holds."""
+@contextlib.contextmanager
+def opened_run(volume, out: str | Path, config: Config, truth=None, *, preset: str | None = None,
+               dataset: str | None = None, truth_dataset: str | None = None, voxel_size=None,
+               unit: str | None = None, fill_missing: bool = False, devices=None, progress: bool = True):
+    """The checked inputs and claimed run directory ``out`` of one run, as the steps'
+    ``stages.Context``; the directory is held until the block ends."""
     validate(config)
     mesh = train.make_mesh(devices)
     volume = Input(volume, "volume", dataset, fill_missing)
@@ -81,6 +82,14 @@ def run_pipeline(volume, out: str | Path, config: Config, truth=None, *, preset:
     fingerprints = {"volume": rundir.fingerprint(volume.source, volume.path),
                     "truth": None if truth is None else rundir.fingerprint(truth.source, truth.path)}
     with rundir.claim(out, config, fingerprints, preset) as run:
-        if not run.finished:
-            stages.run_steps(stages.Context(run, config, volume, truth, mesh, size, unit, progress), steps)
-        return run.read(run.metrics)
+        yield stages.Context(run, config, volume, truth, mesh, size, unit, progress)
+
+
+def run_pipeline(volume, out: str | Path, config: Config, truth=None, steps=stages.STEPS, **options) -> dict:
+    """Segment ``volume`` (a path in any format, an array or a TensorStore) into the run
+    directory ``out`` by ``steps``; ``options`` are those of ``opened_run``. Returns what
+    metrics.json holds."""
+    with opened_run(volume, out, config, truth, **options) as ctx:
+        if not ctx.run.finished:
+            stages.run_steps(ctx, steps)
+        return ctx.run.read(ctx.run.metrics)

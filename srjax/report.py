@@ -138,9 +138,11 @@ def _planes_figure(planes: list[tuple[str, np.ndarray, list]], names: list[str])
     return _png(fig)
 
 
-def _fractions_figure(summary: dict, names: list[str]) -> str:
+def _fractions_figure(summary: dict) -> str:
+    """Each predicted class's share of the voxels (its own ids: not matched to true classes)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     width = 0.8 / len(STAGES)
+    names = [entry["name"] for entry in summary["classes"]]
     ids = np.arange(len(names))
     for i, (stage, title) in enumerate(STAGES):
         shares = [100 * entry["fraction"][stage] for entry in summary["classes"]]
@@ -206,7 +208,7 @@ def html_report(path: Path, title: str, metrics: dict, history: dict, planes, na
         parts += ["<h2>Scores against the ground truth</h2>", f"<p>{html.escape(SCORING)}</p>",
                   _table(score_rows, ["", "pixel accuracy", "mIoU"])]
     parts += ["<h2>Three planes</h2>", _planes_figure(planes, names),
-              "<h2>Class fractions</h2>", _fractions_figure(summary, names),
+              "<h2>Class fractions</h2>", _fractions_figure(summary),
               "<h2>Training</h2>", _history_figure(history),
               "<h2>Confidence</h2>", _confidence_figure(summary)]
     seconds = metrics.get("seconds", {})

@@ -65,9 +65,11 @@ def markdown(record: dict, rows: list[dict]) -> str:
     """A table per axis (one for the whole sweep when only the seed varies): mean ± sd over members."""
     lines = [f"# Sweep {record['sweep']} (size {record['size']})", "",
              f"{len(rows)} of {len(record['members'])} members finished. Mean ± sample sd over the members "
-             "with each value (seeds, and the other axes' values)."]
+             "with each value (seeds, and the other axes' values). Seconds are wall time: a stage that one "
+             "member computed and others took counts only for the first; a population's, for each member."]
     columns = [f"{stage}.{score}" for stage, _ in STAGES for score in SCORES]
-    columns += ["stage2.mean_confidence", "stage3.mean_confidence"]
+    columns += ["stage2.mean_confidence", "stage3.mean_confidence", "seconds.stage1", "seconds.stage2",
+                "seconds.stage3"]
     for axis in record["axes"] or ["all"]:
         values = list(dict.fromkeys(row.get(axis, "all") for row in rows))
         lines += ["", f"## {axis}", "", "| " + " | ".join([axis, "n", *columns]) + " |",

@@ -92,7 +92,7 @@ class PseudoLabels:
         write_json(ctx.run.stage1, result.summary())
 
 
-class _Training:
+class TrainingStage:
     """A training stage: ``steps`` batches from its dataset, checkpointed and resumable,
     keeping the checkpoints at ``keep_steps`` as well as the latest."""
 
@@ -127,15 +127,23 @@ class _Training:
     def run(self, ctx: Context) -> None:
         self.run_together([ctx], ctx.mesh)
 
-    def run_together(self, contexts: list[Context], mesh) -> None:
-        """Train the runs of ``contexts`` (of one kind) as one population on ``mesh``, or one alone."""
+    def run_together(self, contexts: list[Context], mesh, progress: bool | None = None) -> None:
+        """Train the runs of ``contexts`` (of one ``population_key``) as one population on
+        ``mesh``, or one alone."""
         first = contexts[0]
         train.train(self.name, self.kind(first), [self.member(ctx) for ctx in contexts], mesh,
                     checkpoint_every=first.config.checkpoint_every, read_threads=first.config.data.read_threads,
-                    keep_steps=self.keep_steps, progress=first.progress)
+                    keep_steps=self.keep_steps, progress=first.progress if progress is None else progress)
+
+    def population_key(self, ctx: Context) -> tuple:
+        """Runs of equal keys can train as one population: one compiled step, batches of one
+        shape, checkpoints at the same steps."""
+        dc = ctx.config.data
+        return (self.name, self.kind(ctx), self.total_steps(ctx), self.keep_steps, dc.slices, dc.crop,
+                dc.batch_size, dc.read_threads, ctx.config.checkpoint_every)
 
 
-class Stage2(_Training):
+class Stage2(TrainingStage):
     """Fit the network to the pseudo labels."""
 
     name = "stage2"
@@ -155,7 +163,7 @@ class Stage2(_Training):
         return train.stage2_state(params, optimizer, {"loss": loss_values(ctx.config.loss)})
 
 
-class Stage3(_Training):
+class Stage3(TrainingStage):
     """Self-correction from the stage-2 weights, by the method ``stage3.method`` names."""
 
     name = "stage3"
@@ -239,8 +247,12 @@ def run_steps(ctx: Context, steps=STEPS) -> None:
             continue
         start = time.perf_counter()
         step.run(ctx)
-        timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
-        write_json(ctx.run.timings, dict(timings, **{step.name: time.perf_counter() - start}))
+        record_time(ctx, step.name, time.perf_counter() - start)
+
+
+def record_time(ctx: Context, step: str, seconds: float) -> None:
+    timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
+    write_json(ctx.run.timings, dict(timings, **{step: seconds}))
 
 
 def _summarise(ctx: Context, kept_by_class, history) -> dict:

@@ -9,28 +9,32 @@ Work is shared, not redone (``srjax.shared_steps``):
   * stage 1 is computed by the first member of each (volume, pseudo config) group, and
     the seed where the method draws one; the others link its pseudo labels;
   * stage 2 is trained once per (stage 1, model, loss, data, stage-2 settings, seed).
-    With a schedule that does not depend on the duration (``constant``), the state
-    after N steps of a longer stage 2 is that of an N-step one, so members that differ
-    only in stage-2 duration share one: the longest trains first, keeping a checkpoint
-    at each shorter member's stopping point, from which that member goes on to stage 3.
+    With a schedule that does not depend on the duration (``constant``, its warm-up no
+    longer than the shortest member), the state after N steps of a longer stage 2 is
+    that of an N-step one, so members that differ only in stage-2 duration share one:
+    the longest trains first, keeping a checkpoint at each shorter member's stopping
+    point, from which that member goes on to stage 3.
 
 A killed sweep, rerun, finishes only what is missing: each member resumes or skips.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import itertools
 import json
 from pathlib import Path
 
+import jax
+
 from srjax import config as cfg
-from srjax import data, io, pipeline, presets, pseudo, results, rundir, stages, train
+from srjax import data, io, lockstep, pipeline, presets, pseudo, results, rundir, stages, train
 from srjax.errors import SrjaxError
+from srjax.optim import OptimizerSpec
 from srjax.outputs import absolute, check_parent_writable, exclusive, write_json
 from srjax.phantom import PhantomSpec, make_phantom
-from srjax.progress import bar as progress_bar
 from srjax.shared_steps import LinkedPseudoLabels, SharedStage2
 
 SIZES = tuple(presets.PRESETS)
@@ -137,8 +141,7 @@ def _stage1_key(volume: str, config: cfg.Config) -> str:
 def _stage2_key(volume: str, config: cfg.Config, total: int) -> str:
     stage2 = dataclasses.asdict(config.stage2)
     del stage2["epochs"], stage2["steps"]
-    if config.stage2.schedule != "constant":  # the schedule's shape depends on the duration
-        stage2["total"] = total
+    stage2["total"] = OptimizerSpec.of(config.stage2, total).total_steps  # where the duration shapes the schedule
     data_settings = dict(dataclasses.asdict(config.data), read_threads=None)
     return json.dumps([_stage1_key(volume, config), dataclasses.asdict(config.model),
                        dataclasses.asdict(config.loss), data_settings, stage2, config.seed])
@@ -215,22 +218,31 @@ def check(sweep: Sweep, paths: dict, mesh) -> None:
 
 
 def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, share: bool = True,
-              progress: bool = True) -> list[dict]:
-    """Run every member that is not finished; return and write the results table."""
+              populations: bool | None = None, progress: bool = True) -> list[dict]:
+    """Run every member that is not finished; return and write the results table.
+
+    ``populations`` trains members that differ only in values as one vmapped population
+    (``srjax.lockstep``); by default on an accelerator only, where it costs about one
+    member: on a CPU the vmapped convolutions run slower than the members one by one.
+    """
     out = absolute(out)
     check_parent_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out / ".sweep.lock", f"sweep directory {out}"):
+    if populations is None:
+        populations = jax.default_backend() != "cpu"
+    with exclusive(out / ".sweep.lock", f"sweep directory {out}"), contextlib.ExitStack() as held:
         _claim(out, _record(sweep, size, source))
         paths = {name: _volume_paths(out, name, volume) for name, volume in sweep.volumes.items()}
-        mesh = train.make_mesh()
-        check(sweep, paths, mesh)
+        check(sweep, paths, train.make_mesh())
         depths = {name: io.open_volume(path, "volume").shape[0] for name, (path, _) in paths.items()}
-        for planned in progress_bar(plan(sweep, out, depths, share), desc=sweep.name, unit="run",
-                                    disable=not progress):
+        runs = []
+        for planned in plan(sweep, out, depths, share):
             volume, truth = paths[planned.member.volume]
-            pipeline.run_pipeline(volume, planned.run, planned.config, truth, preset=size, progress=False,
-                                  steps=planned.steps())
+            ctx = held.enter_context(pipeline.opened_run(volume, planned.run, planned.config, truth, preset=size,
+                                                         progress=False))
+            if not ctx.run.finished:
+                runs.append((ctx, planned.steps()))
+        lockstep.run_runs(runs, populations=populations, progress=progress, desc=sweep.name)
         return results.write(out)
 
 

@@ -286,14 +286,16 @@ class Member:
 class _Progress:
     """A member's place in training: its checkpoints, data iterator, history and metric sums."""
 
-    def __init__(self, name: str, member: Member, mesh, keep_steps, read_threads: int):
-        self.name, self.state = name, member.state
+    def __init__(self, name: str, member: Member, mesh, keep_steps, read_threads: int, start: int):
+        """Resume at checkpoint ``start`` (0: from the beginning), dropping any later ones."""
+        self.name, self.state, self.start = name, member.state, start
         self.manager = checkpoint_manager(member.checkpoint_dir, keep_steps)
+        for later in [step for step in self.manager.all_steps() if step > start]:
+            self.manager.delete(later)
         self.iterator = data.iterate(member.dataset, read_threads)
         self.history: list[dict] = []
         self.sums: dict[str, list] = {}
-        self.start = self.manager.latest_step() or 0
-        if self.start:
+        if start:
             self.state, record = restore_state(member.checkpoint_dir, member.state, mesh, self.start)
             self.iterator.set_state(record["iterator"])
             self.history, self.sums = record["history"], record.get("sums", {})
@@ -312,16 +314,19 @@ def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_
     each one's final state, per-step history of the scalar metrics and sums of the vector
     ones (over all its steps, resumed or not).
 
-    One member trains on the 1-D ``data`` mesh. Several (of equal length, at the same
-    step) train in lockstep as one vmapped step on a ``population`` x ``data`` mesh, each
-    saved in its own directory exactly as if it had trained alone. Checkpoints come every
-    ``checkpoint_every`` steps and at ``keep_steps``, which are kept. A non-finite loss
-    stops training before anything from that step on is saved.
+    One member trains on the 1-D ``data`` mesh. Several (of equal length) train in
+    lockstep as one vmapped step on a ``population`` x ``data`` mesh, each saved in its
+    own directory exactly as if it had trained alone; they resume together from the
+    earliest of their latest checkpoints. Checkpoints come every ``checkpoint_every``
+    steps and at ``keep_steps``, which are kept. A non-finite loss stops training before
+    anything from that step on is saved.
     """
-    tracks = [_Progress(name, member, mesh, keep_steps, read_threads) for member in members]
-    total, start = len(members[0].dataset), tracks[0].start
-    if any(len(m.dataset) != total for m in members) or any(t.start != start for t in tracks):
-        raise SrjaxError(f"{name}: members of a population must have as many steps and be at the same step")
+    total = len(members[0].dataset)
+    if any(len(m.dataset) != total for m in members):
+        raise SrjaxError(f"{name}: the members of a population must have as many steps")
+    # A population killed while saving has members one checkpoint apart; all resume from the earliest.
+    start = min(latest_step(m.checkpoint_dir) or 0 for m in members)
+    tracks = [_Progress(name, member, mesh, keep_steps, read_threads, start) for member in members]
     together = len(members) > 1
     placement = NamedSharding(mesh, PartitionSpec("population")) if together else replicated(mesh)
     state = jax.device_put(_stack([t.state for t in tracks]), placement)

@@ -1,7 +1,6 @@
 """The command line end to end, and what it says about bad input."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import read_all
+from conftest import read_all, subprocess_env
 from srjax import config as cfg
 from srjax import presets
 from srjax.cli import main
@@ -18,7 +17,7 @@ from srjax.models import MODEL_NAMES
 
 
 def _srjax(*args):
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    env = subprocess_env()
     return subprocess.run([sys.executable, "-m", "srjax.cli", *args], env=env, capture_output=True, text=True)
 
 

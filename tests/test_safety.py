@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import read_all
+from conftest import read_all, subprocess_env
 from srjax import io, outputs
 from srjax.cli import main
 from srjax.errors import SrjaxError
@@ -20,13 +20,9 @@ from srjax.errors import SrjaxError
 TINY = ["--preset", "tiny", "--set", "stage2.epochs=2", "--set", "stage3.epochs=2"]
 
 
-def _env():
-    return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-
-
 def srjax(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "srjax.cli", *map(str, args)], env=_env(), capture_output=True,
-                          text=True, **kwargs)
+    return subprocess.run([sys.executable, "-m", "srjax.cli", *map(str, args)], env=subprocess_env(),
+                          capture_output=True, text=True, **kwargs)
 
 
 def _one_error(result, *words):
@@ -191,7 +187,7 @@ def test_a_full_disk_names_the_output_and_leaves_nothing(volumes, tmp_path):
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             "resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10)); from srjax.cli import main; "
             f"sys.exit(main(['import', {str(tmp_path / 'big.ome.zarr')!r}, {str(out)!r}, '--chunks', '4,256,256']))")
-    result = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
     _one_error(result, f"cannot write {out}", "File too large")
     assert not out.exists() and not list(tmp_path.glob(".copy*"))
 
@@ -205,7 +201,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(volumes, tmp_path):
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
             f"from srjax.cli import main; sys.exit(main({argv!r}))")
     args = [sys.executable, "-c", code]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = out / "checkpoints" / "stage2"
 
     def saved():  # any checkpoint: older ones are deleted as new ones come
@@ -220,7 +216,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(volumes, tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1] == \
         "srjax: interrupted; run the same command again to resume"
     assert not (out / "metrics.json").exists()
-    assert subprocess.run(args, env=_env(), capture_output=True).returncode == 0
+    assert subprocess.run(args, env=subprocess_env(), capture_output=True).returncode == 0
     assert (out / "metrics.json").exists()
 
 

@@ -2,8 +2,8 @@
 would be computed the same, a killed sweep finishes only what is missing, and the
 results table is rebuilt from the run directories alone."""
 
+import concurrent.futures
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import read_all
+from conftest import read_all, subprocess_env
 from srjax import results, sweep, train
 from srjax.cli import main
 from srjax.errors import SrjaxError
@@ -39,27 +39,29 @@ def _write_sweep(path: Path, axes: dict, seeds=(0,)) -> Path:
     return path
 
 
-def _env():
-    return dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+def _timings(out: Path) -> dict:
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/timings.json")}
 
 
 def test_a_killed_sweep_finishes_only_what_is_missing(tmp_path):
+    """Killed once both members have trained stage 2, the rerun trains no stage 2 again."""
     file = _write_sweep(tmp_path / "two_seeds.py", {}, seeds=(0, 1))
     out = tmp_path / "sweep"
     args = [sys.executable, "-m", "srjax.cli", "sweep", str(file), "--size", "tiny", "--out", str(out)]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = out / "runs" / "seed=0" / "metrics.json"
+    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    while "stage2" not in _timings(out).get("seed=1", {}) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert first.exists() and not (out / "runs" / "seed=1" / "metrics.json").exists()
-    finished_at = first.stat().st_mtime_ns
+    before = _timings(out)
+    assert "stage2" in before["seed=1"] and not (out / "runs" / "seed=1" / "metrics.json").exists()
 
     assert main(["sweep", "--status", str(out)]) == 0
     assert main(["sweep", str(file), "--size", "tiny", "--out", str(out)]) == 0
-    assert first.stat().st_mtime_ns == finished_at  # the finished member was not touched
+    after = _timings(out)
+    for member, steps in before.items():  # what was done was not done again
+        assert {step: after[member][step] for step in steps} == steps
     second = out / "runs" / "seed=1"
     assert (second / "pseudo_labels.ome.zarr").is_symlink()  # stage 1 was shared, not recomputed
     assert np.array_equal(read_all(second / "pseudo_labels.ome.zarr"),
@@ -120,6 +122,15 @@ def test_plan_shares_stage1_by_pseudo_config_and_stage2_by_everything_before_it(
                for p in sweep.plan(study, tmp_path, {"phantom": 8}, share=False))
 
 
+@pytest.mark.parametrize("schedule, warmup, shared", [("constant", 0, True), ("constant", 2, True),
+                                                       ("constant", 3, False), ("cosine", 0, False)])
+def test_durations_share_stage2_only_where_the_schedule_ignores_them(tmp_path, schedule, warmup, shared):
+    file = _write_sweep(tmp_path / "durations.py", {"stage2.schedule": [schedule], "stage2.warmup_steps": [warmup],
+                                                    "stage2.steps": [2, 4]})
+    planned = sweep.plan(sweep.load(file, "tiny"), tmp_path, {"phantom": 8})
+    assert (planned[1].stage2_from is not None) == shared
+
+
 @pytest.mark.parametrize("study", sorted(p.name for p in EXPERIMENTS.glob("*.py")))
 def test_every_study_plans_and_checks_at_every_size(study, tmp_path):
     for size in sweep.SIZES:
@@ -128,6 +139,32 @@ def test_every_study_plans_and_checks_at_every_size(study, tmp_path):
         assert all(dict(m.overrides).get("seed") is not None for m in loaded.members)
         for member in loaded.members:
             loaded.config(member)  # every override is a valid key and value
+
+
+def _run_study(file: Path, out: Path) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "srjax.cli", "sweep", str(file), "--size", "tiny", "--out", str(out)]
+    return subprocess.run(args, env=subprocess_env(), capture_output=True, text=True)
+
+
+def test_every_study_runs_at_the_tiny_size(tmp_path):
+    """Every study of experiments/ end to end, as a user starts it; two at a time, for the
+    second core (the members of one study run in turn)."""
+    files = sorted(EXPERIMENTS.glob("*.py"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(files, pool.map(lambda file: _run_study(file, tmp_path / file.stem), files)))
+    for file, result in done.items():
+        assert result.returncode == 0, f"{file.name}: {result.stderr[-2000:]}"
+        out, study = tmp_path / file.stem, sweep.load(file, "tiny")
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        assert [row["member"] for row in rows] == [m.name for m in study.members]
+        assert all(row[f"{stage}.miou"] is not None for row in rows for stage in ("pseudo", "stage2", "stage3"))
+        table = (out / "results.md").read_text()
+        assert all(f"| {axis} |" in table for axis in study.axes) and (out / "results.png").exists()
+        assert all((out / f"{figure}.png").exists() for figure in study.figures)
+    durations = json.loads((tmp_path / "table5_stage2_duration" / "results.json").read_text())["rows"]
+    assert sum(row["seconds.stage2"] > 0.5 for row in durations) == 1  # the longest trains, the others link
+    pseudo_methods = json.loads((tmp_path / "table4_pseudo" / "results.json").read_text())["rows"]
+    assert all(row["seconds.stage1"] > 0 for row in pseudo_methods)
 
 
 def test_bad_sweeps_are_refused_before_any_work(tmp_path, capsys):
@@ -161,3 +198,23 @@ def test_results_markdown_gives_mean_and_sample_sd_per_axis_value():
     text = results.markdown(record, rows)
     assert "| ce | 2 |" in text and "0.600 ± 0.141" in text  # sd with ddof=1: 0.1414
     assert "| focal | 1 |" in text and "0.400" in text
+
+
+def test_members_that_differ_only_in_values_train_as_one_population(tmp_path):
+    """Two seeds and two confidences: stage 2 trains as a population of two (one per seed),
+    stage 3 as one of four, each member ending where it ends trained one by one."""
+    file = _write_sweep(tmp_path / "values.py", {"stage3.confidence": [0.5, 0.7]}, seeds=(0, 1))
+    study = sweep.load(file, "tiny")
+    for populations in (True, False):
+        sweep.run_sweep(study, tmp_path / str(populations), "tiny", populations=populations, progress=False)
+    timings = _timings(tmp_path / "True")
+    trains_stage2 = [p.member.name for p in sweep.plan(study, tmp_path, {"phantom": 8}) if p.stage2_from is None]
+    assert len(trains_stage2) == 2  # one per seed; the other confidence takes it
+    assert len({timings[name]["stage2"] for name in trains_stage2}) == 1  # one population's wall time
+    assert len({t["stage3"] for t in timings.values()}) == 1
+    for member in study.members:
+        for stage in ("stage2", "stage3"):
+            together, alone = (train.latest_params(tmp_path / str(p) / "runs" / member.name / "checkpoints" / stage)
+                               for p in (True, False))
+            for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

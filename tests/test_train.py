@@ -1,6 +1,6 @@
 """Pure steps, EMA, data parallelism across simulated devices, and resuming."""
 
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +18,7 @@ from srjax import data, train
 from srjax.losses import loss_values
 from srjax.models import build_model
 from srjax.optim import OptimizerSpec, optimizer_from
-from conftest import read_all
+from conftest import read_all, subprocess_env
 
 
 def test_ema_update_by_hand():
@@ -66,7 +66,7 @@ def _run_cli(root, out, *extra):
     cmd = [sys.executable, "-m", "srjax.cli", "run", str(root / "volume.npy"), "--classes", "4",
            "--out", str(out), "--config", str(root / "tiny.json"), "--set", "stage2.epochs=6",
            "--set", "stage3.epochs=3", *extra]
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    env = subprocess_env()
     return cmd, env
 
 
@@ -178,3 +178,29 @@ def test_runs_that_differ_only_in_values_share_one_compiled_step(tmp_path, tiny_
         kind, built = _stage3_member(tmp_path / str(index), model, params, volume, config, **member)
         train.train("stage3", kind, [built], mesh, checkpoint_every=100, read_threads=1, progress=False)
     assert train.compiled_step(kind, mesh, False)._cache_size() == 1
+
+
+def test_a_population_killed_while_saving_resumes_from_its_earliest_checkpoint(tmp_path, tiny_phantom):
+    """Killed after one member saved step 4 and before the other did, the population goes
+    back to step 2 together and ends exactly where it ends uninterrupted."""
+    volume, _ = tiny_phantom
+    config = presets.tiny()
+    model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
+    params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
+    common = dict(checkpoint_every=2, read_threads=1, progress=False)
+    mesh = train.population_mesh(2)
+    finals = {}
+    for attempt in ("uninterrupted", "resumed"):
+        built = [_stage3_member(tmp_path / attempt, model, params, volume, config, **m) for m in MEMBERS]
+        kind, members = built[0][0], [member for _, member in built]
+        finals[attempt] = train.train("stage3", kind, members, mesh, **common)
+    members = [member for _, member in built]
+    assert train.latest_step(members[0].checkpoint_dir) == 4
+    shutil.rmtree(members[1].checkpoint_dir / "4")  # the kill: member 1 never saved step 4
+    assert train.latest_step(members[1].checkpoint_dir) == 2
+    built = [_stage3_member(tmp_path / "resumed", model, params, volume, config, **m) for m in MEMBERS]
+    finals["resumed"] = train.train("stage3", built[0][0], [member for _, member in built], mesh, **common)
+    for (state, history, _), (again, again_history, _) in zip(finals["uninterrupted"], finals["resumed"]):
+        assert history == again_history
+        for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(again)), strict=True):
+            np.testing.assert_array_equal(a, b)
