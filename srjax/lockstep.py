@@ -21,12 +21,15 @@ def _takes_work(step) -> bool:
     return getattr(step, "source", None) is not None
 
 
+def _trains(step) -> bool:
+    return isinstance(step, stages.TrainingStage) and not _takes_work(step)
+
+
 def _groups(todo: list[tuple], populations: bool) -> list[list[tuple]]:
     """The (context, step) pairs of one step index, in the order they run: alone, or by population."""
     groups: dict[object, list] = {}
     for index, (ctx, step) in enumerate(sorted(todo, key=lambda pair: _takes_work(pair[1]))):
-        trains = isinstance(step, stages.TrainingStage) and not _takes_work(step)
-        key = step.population_key(ctx) if populations and trains else index
+        key = step.population_key(ctx) if populations and _trains(step) else index
         groups.setdefault(key, []).append((ctx, step))
     return list(groups.values())
 
@@ -43,11 +46,11 @@ def run_runs(runs: list[tuple[stages.Context, tuple]], *, populations: bool, pro
         for group in _groups(todo, populations):
             start = time.perf_counter()
             ctx, step = group[0]
-            if len(group) == 1:
-                step.run(ctx)
-            else:
-                mesh = train.population_mesh(len(group), list(ctx.mesh.devices.flat))
+            if _trains(step):  # with its own progress bar: the members' contexts show none
+                mesh = ctx.mesh if len(group) == 1 else train.population_mesh(len(group), list(ctx.mesh.devices.flat))
                 step.run_together([member for member, _ in group], mesh, progress=progress)
+            else:
+                step.run(ctx)
             seconds = time.perf_counter() - start
             for member, member_step in group:
                 stages.record_time(member, member_step.name, seconds)

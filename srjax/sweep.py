@@ -15,7 +15,9 @@ Work is shared, not redone (``srjax.shared_steps``):
     the longest trains first, keeping a checkpoint at each shorter member's stopping
     point, from which that member goes on to stage 3.
 
-A killed sweep, rerun, finishes only what is missing: each member resumes or skips.
+Members run breadth-first (``srjax.lockstep``): those whose training differs only in
+values can train as one vmapped population. A killed sweep, rerun, finishes only what
+is missing: each member resumes or skips.
 """
 
 from __future__ import annotations

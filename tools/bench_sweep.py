@@ -36,12 +36,19 @@ def seed_study(steps: int) -> Sweep:
     return Sweep("seeds", base, volumes, grid(volumes, axes, seeds=(0, 1, 2)))
 
 
-def timed(study: Sweep, out: Path, **options) -> float:
+def timed(study: Sweep, out: Path, **options) -> tuple[float, list[dict]]:
+    """The sweep's wall time, and its results rows."""
     from srjax.sweep import run_sweep
 
     start = time.perf_counter()
-    run_sweep(study, out, "cpu", progress=False, **options)
-    return time.perf_counter() - start
+    rows = run_sweep(study, out, "cpu", progress=False, **options)
+    return time.perf_counter() - start, rows
+
+
+def training_seconds(rows: list[dict], population: bool) -> float:
+    """Wall time of stage 2 and stage 3: a population's is recorded in every member's row."""
+    per_member = [row["seconds.stage2"] + row["seconds.stage3"] for row in rows]
+    return max(per_member) if population else sum(per_member)
 
 
 def main() -> None:
@@ -53,16 +60,19 @@ def main() -> None:
         durations = duration_study(args.steps)
         for populations in (False, True):  # compile the cpu preset's steps once, for every case below
             timed(seed_study(2), root / f"warm-up-{populations}", populations=populations)
-        one_by_one = timed(durations, root / "one-by-one", share=False)
-        shared = timed(durations, root / "shared", share=True)
+        one_by_one, _ = timed(durations, root / "one-by-one", share=False)
+        shared, _ = timed(durations, root / "shared", share=True)
         print(f"shared work ({len(durations.members)} members, stage 2 for {args.steps}/{2 * args.steps}/"
               f"{4 * args.steps} steps, stage 3 for {args.steps}):")
-        print(f"  one by one {one_by_one:8.1f} s   shared {shared:8.1f} s   ratio {one_by_one / shared:.2f}x")
+        print(f"  sweep      one by one {one_by_one:7.1f} s   shared   {shared:7.1f} s   ratio {one_by_one / shared:.2f}x")
         seeds = seed_study(args.steps)
-        in_turn = timed(seeds, root / "in-turn", populations=False)
-        population = timed(seeds, root / "population", populations=True)
+        in_turn, in_turn_rows = timed(seeds, root / "in-turn", populations=False)
+        together, together_rows = timed(seeds, root / "population", populations=True)
+        trained_in_turn, trained_together = training_seconds(in_turn_rows, False), training_seconds(together_rows, True)
         print(f"populations ({len(seeds.members)} seeds, {args.steps} + {args.steps} steps):")
-        print(f"  in turn    {in_turn:8.1f} s   together {population:8.1f} s   ratio {in_turn / population:.2f}x")
+        print(f"  sweep      in turn    {in_turn:7.1f} s   together {together:7.1f} s   ratio {in_turn / together:.2f}x")
+        print(f"  training   in turn    {trained_in_turn:7.1f} s   together {trained_together:7.1f} s   "
+              f"ratio {trained_in_turn / trained_together:.2f}x")
 
 
 if __name__ == "__main__":
