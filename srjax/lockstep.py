@@ -1,4 +1,5 @@
-"""Many runs advanced step by step together: every run's first step, then every run's second, ...
+"""Runs advanced step by step together: every run's first step, then every run's second, ...
+(``srjax run`` is one run; ``srjax sweep`` its members).
 
 Going breadth-first lets runs whose training stage has one ``population_key`` (the same
 compiled step and batch shapes; only values such as the seed, learning rate, δ or α
@@ -34,12 +35,14 @@ def _groups(todo: list[tuple], populations: bool) -> list[list[tuple]]:
     return list(groups.values())
 
 
-def run_runs(runs: list[tuple[stages.Context, tuple]], *, populations: bool, progress: bool, desc: str) -> None:
-    """Run every step not yet done of every (context, steps) pair; all runs have as many steps."""
+def run_runs(runs: list[tuple[stages.Context, tuple]], *, populations: bool, progress: bool, desc: str = "") -> None:
+    """Run every step not yet done of every (context, steps) pair, recording each one's wall
+    time in its run's timings.json; all runs have as many steps. Several runs show a bar
+    over their steps; every run, its training's."""
     for ctx, _ in runs:
         ctx.open()
     count = len(runs[0][1]) if runs else 0
-    bar = progress_bar(total=len(runs) * count, desc=desc, unit="step", disable=not progress)
+    bar = progress_bar(total=len(runs) * count, desc=desc, unit="step", disable=not progress or len(runs) == 1)
     for index in range(count):
         todo = [(ctx, steps[index]) for ctx, steps in runs if not steps[index].done(ctx)]
         bar.update(len(runs) - len(todo))

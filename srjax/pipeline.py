@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
-from srjax import data, io, pseudo, rundir, stages, train
+from srjax import data, io, lockstep, pseudo, rundir, stages, train
 from srjax.config import Config, validate
 from srjax.errors import SrjaxError
 from srjax.outputs import check_disjoint
@@ -91,5 +91,5 @@ def run_pipeline(volume, out: str | Path, config: Config, truth=None, steps=stag
     metrics.json holds."""
     with opened_run(volume, out, config, truth, **options) as ctx:
         if not ctx.run.finished:
-            stages.run_steps(ctx, steps)
+            lockstep.run_runs([(ctx, steps)], populations=False, progress=ctx.progress)
         return ctx.run.read(ctx.run.metrics)

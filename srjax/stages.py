@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import time
 from pathlib import Path
 from typing import Protocol
 
@@ -239,18 +238,8 @@ class Summary:
 STEPS: tuple[Step, ...] = (PseudoLabels(), Stage2(), Stage3(), Predict("stage2"), Predict("stage3"), Summary())
 
 
-def run_steps(ctx: Context, steps=STEPS) -> None:
-    """Run every step that is not done, recording each one's wall time in timings.json."""
-    ctx.open()
-    for step in steps:
-        if step.done(ctx):
-            continue
-        start = time.perf_counter()
-        step.run(ctx)
-        record_time(ctx, step.name, time.perf_counter() - start)
-
-
 def record_time(ctx: Context, step: str, seconds: float) -> None:
+    """Add a step's wall time to the run's timings.json."""
     timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
     write_json(ctx.run.timings, dict(timings, **{step: seconds}))
 
