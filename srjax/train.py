@@ -286,9 +286,9 @@ class Member:
 class _Progress:
     """A member's place in training: its checkpoints, data iterator, history and metric sums."""
 
-    def __init__(self, name: str, member: Member, mesh, keep_steps, read_threads: int, start: int):
+    def __init__(self, member: Member, mesh, keep_steps, read_threads: int, start: int):
         """Resume at checkpoint ``start`` (0: from the beginning), dropping any later ones."""
-        self.name, self.state, self.start = name, member.state, start
+        self.state = member.state
         self.manager = checkpoint_manager(member.checkpoint_dir, keep_steps)
         for later in [step for step in self.manager.all_steps() if step > start]:
             self.manager.delete(later)
@@ -296,7 +296,7 @@ class _Progress:
         self.history: list[dict] = []
         self.sums: dict[str, list] = {}
         if start:
-            self.state, record = restore_state(member.checkpoint_dir, member.state, mesh, self.start)
+            self.state, record = restore_state(member.checkpoint_dir, member.state, mesh, start)
             self.iterator.set_state(record["iterator"])
             self.history, self.sums = record["history"], record.get("sums", {})
 
@@ -326,7 +326,7 @@ def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_
         raise SrjaxError(f"{name}: the members of a population must have as many steps")
     # A population killed while saving has members one checkpoint apart; all resume from the earliest.
     start = min(latest_step(m.checkpoint_dir) or 0 for m in members)
-    tracks = [_Progress(name, member, mesh, keep_steps, read_threads, start) for member in members]
+    tracks = [_Progress(member, mesh, keep_steps, read_threads, start) for member in members]
     together = len(members) > 1
     placement = NamedSharding(mesh, PartitionSpec("population")) if together else replicated(mesh)
     state = jax.device_put(_stack([t.state for t in tracks]), placement)

@@ -39,6 +39,10 @@ def _write_sweep(path: Path, axes: dict, seeds=(0,)) -> Path:
     return path
 
 
+def _study_command(file: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "srjax.cli", "sweep", str(file), "--size", "tiny", "--out", str(out)]
+
+
 def _timings(out: Path) -> dict:
     return {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/timings.json")}
 
@@ -47,8 +51,8 @@ def test_a_killed_sweep_finishes_only_what_is_missing(tmp_path):
     """Killed once both members have trained stage 2, the rerun trains no stage 2 again."""
     file = _write_sweep(tmp_path / "two_seeds.py", {}, seeds=(0, 1))
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "srjax.cli", "sweep", str(file), "--size", "tiny", "--out", str(out)]
-    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_study_command(file, out), env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while "stage2" not in _timings(out).get("seed=1", {}) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -142,8 +146,7 @@ def test_every_study_plans_and_checks_at_every_size(study, tmp_path):
 
 
 def _run_study(file: Path, out: Path) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "srjax.cli", "sweep", str(file), "--size", "tiny", "--out", str(out)]
-    return subprocess.run(args, env=subprocess_env(), capture_output=True, text=True)
+    return subprocess.run(_study_command(file, out), env=subprocess_env(), capture_output=True, text=True)
 
 
 def test_every_study_runs_at_the_tiny_size(tmp_path):

@@ -9,7 +9,7 @@ against members trained in turn, each pair measured in the same run on this mach
   populations   three seeds of the cpu preset for S + S steps: trained as one vmapped
                 population per stage against one after another.
 
-  python tools/bench_sweep.py [--steps S]   (S = 100: about 15 minutes on 2 cores)
+  python tools/bench_sweep.py [--steps S]   (S = 100: about 20 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from srjax.sweep import Sweep, grid, sized
+from srjax.sweep import Sweep, grid, run_sweep, sized
 
 
 def duration_study(steps: int) -> Sweep:
@@ -38,8 +38,6 @@ def seed_study(steps: int) -> Sweep:
 
 def timed(study: Sweep, out: Path, **options) -> tuple[float, list[dict]]:
     """The sweep's wall time, and its results rows."""
-    from srjax.sweep import run_sweep
-
     start = time.perf_counter()
     rows = run_sweep(study, out, "cpu", progress=False, **options)
     return time.perf_counter() - start, rows
