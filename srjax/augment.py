@@ -24,9 +24,18 @@ _DIHEDRAL = (
 )
 
 
+# The view that undoes each view: a quarter turn undoes three, every other view is its own inverse.
+DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
+
+
 def dihedral(x, index):
     """One of the 8 symmetries of the square applied to an [H, W, ...] array (H == W)."""
     return jax.lax.switch(index, _DIHEDRAL, x)
+
+
+def dihedral_all(batch, index: int):
+    """The same symmetry (a Python int) applied to every [H, W, ...] item of a batch."""
+    return jax.vmap(_DIHEDRAL[index])(batch)
 
 
 def weak(key, *arrays):
@@ -116,3 +125,28 @@ def strong_one(key, x, p: float = 0.5):
 def strong(key, batch, p: float = 0.5):
     """Strong photometric augmentation per sample (student input, on top of the weak one)."""
     return jax.vmap(strong_one, in_axes=(0, 0, None))(jax.random.split(key, batch.shape[0]), batch, p)
+
+
+def cutmix_boxes(key, batch: int, size: int, p: float):
+    """[B, size, size] masks, each with probability ``p`` a random square of 10-50 % of the
+    crop's area (else empty): where a sample takes the next sample's pixels."""
+    apply_key, side_key, y_key, x_key = jax.random.split(key, 4)
+    side = jnp.sqrt(jax.random.uniform(side_key, (batch,), minval=0.1, maxval=0.5)) * size
+    y0 = jax.random.uniform(y_key, (batch,)) * (size - side)
+    x0 = jax.random.uniform(x_key, (batch,)) * (size - side)
+    grid = jnp.arange(size)[None, :] + 0.5
+    rows = (grid >= y0[:, None]) & (grid < (y0 + side)[:, None])
+    cols = (grid >= x0[:, None]) & (grid < (x0 + side)[:, None])
+    applied = jax.random.uniform(apply_key, (batch,)) < p
+    return rows[:, :, None] & cols[:, None, :] & applied[:, None, None]
+
+
+def cutmix(boxes, *arrays):
+    """Paste, inside each sample's box, the same pixels of the next sample in the batch
+    (CutMix between crops, as UniMatch does for its student); one array per array given."""
+    def mix(array):
+        inside = boxes.reshape(boxes.shape + (1,) * (array.ndim - 3))
+        return jnp.where(inside, jnp.roll(array, -1, axis=0), array)
+
+    out = tuple(mix(array) for array in arrays)
+    return out if len(out) > 1 else out[0]

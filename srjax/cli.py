@@ -8,6 +8,7 @@ them (stage 2), and Unbiased-Teacher self-correction (stage 3). Start with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -86,12 +87,13 @@ def _print_results(metrics: dict, out) -> None:
 def cmd_phantom(args) -> None:
     from srjax import io
     from srjax.outputs import absolute, claim_output
-    from srjax.phantom import PhantomSpec, make_phantom
+    from srjax.phantom import family, make_phantom
 
     out = absolute(args.out)
     paths = [out / "volume.ome.zarr", out / "truth.ome.zarr"]
+    spec = dataclasses.replace(family(args.family, args.shape, args.seed), fbp=args.fbp)
     with claim_output(paths[0], {}, args.overwrite), claim_output(paths[1], {}, args.overwrite):
-        volume, truth = make_phantom(PhantomSpec(shape=args.shape, seed=args.seed, fbp=args.fbp), progress=True)
+        volume, truth = make_phantom(spec, progress=True)
         for path, array in zip(paths, (volume, truth)):
             io.write_volume(path, array, name=f"phantom {path.name.split('.')[0]}")
     print(f"wrote {paths[0]} and {paths[1]}, shape {tuple(args.shape)}")
@@ -306,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output directory (volume.ome.zarr, truth.ome.zarr)")
     p.add_argument("--shape", type=_shape, default=DEMO_SHAPE, help="N,H,W (default 48,160,160)")
     p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--family", default="magnesium",
+                   help="the sample: magnesium (drift, thin sheets; the demo), composite (well separated phases), "
+                   "cupping (composite with beam hardening), rock (a rare bright mineral, cracks)")
     p.add_argument("--fbp", action="store_true", help="streaks and rings by projection and filtered back-projection")
     p.add_argument("--overwrite", action="store_true", help="replace a phantom srjax wrote there")
     p.set_defaults(func=cmd_phantom)

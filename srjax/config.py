@@ -119,6 +119,9 @@ class Stage3Config(TrainingConfig):
     confidence: float = _field(0.5, FRACTION_BELOW_ONE)
     ema: float = _field(0.99, FRACTION)
     strong_probability: float = _field(0.5, FRACTION)
+    # Weight of the loss against the pseudo labels next to the teacher's (the paper drops it: 0).
+    anchor: float = _field(0.0, NON_NEGATIVE)
+    cutmix: float = _field(0.0, FRACTION)  # probability a student crop gets a box of the next crop pasted in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +129,9 @@ class Config:
     seed: int = _field(0, NON_NEGATIVE)
     checkpoint_every: int = _field(100, COUNT)
     predict_batch: int = _field(8, COUNT)
+    # Label slices in half-overlapping windows of the training crop (False: whole slices at once).
+    predict_tiled: bool = True
+    predict_views: int = _field(1, Range(low=1, high=8))  # dihedral views averaged when labelling the volume
     pseudo: PseudoConfig = PseudoConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

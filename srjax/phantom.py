@@ -1,9 +1,8 @@
-"""Synthetic SR-CT volumes with ground truth, modelled on the paper's magnesium crystal.
+"""Synthetic SR-CT volumes with ground truth, in families that fail clustering in different ways.
 
-Classes (ids ascend with clean grey level):
-  0 air background, 1 sample body, 2 intergrowth sheets, 3 bright boundary shell.
-
-What makes it hard the way the real sample is hard:
+``magnesium`` (the demo), modelled on the paper's magnesium crystal. Classes (ids ascend
+with clean grey level): 0 air background, 1 sample body, 2 intergrowth sheets, 3 bright
+boundary shell. What makes it hard the way the real sample is hard:
   * intergrowth sheets are thin (2-3 voxels), faint (+``contrast`` over the body) and
     tilted, so they continue across neighbouring slices;
   * a smooth composition drift brightens part of the body by about the intergrowth
@@ -11,6 +10,17 @@ What makes it hard the way the real sample is hard:
   * noise, ring artifacts and partial-volume blur; optionally streaks made the
     physical way, by projecting each slice and reconstructing it with filtered
     back-projection from a noisy sinogram with miscalibrated detector pixels.
+
+``composite``: a cylinder of ceramic holding metal particles and pores of every size
+(radii from about one voxel to a tenth of the slice), three well separated phases
+(0 void: air and pores, 1 ceramic, 2 metal) under correlated, intensity-dependent
+noise, as in nano-CT of a cermet. Clustering is nearly right; self-correction must
+do no harm. With ``cupping`` it is the ``cupping`` family: beam hardening darkens the
+centre of the dense sample, so the metal there has the grey level of ceramic at the edge.
+
+``rock``: a porous rock of packed grains of two minerals, thin dark cracks between
+grains, pores, and a bright accessory mineral in small inclusions at about 2 % of the
+voxels (0 void, 1 and 2 the minerals, 3 the rare bright one).
 
 Every slice is computed on its own from the seed, so any slab can be generated
 without the rest of the volume.
@@ -23,6 +33,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from srjax.errors import SrjaxError
+
 AIR, BODY, INTERGROWTH, BOUNDARY = 0, 1, 2, 3
 
 
@@ -30,6 +42,7 @@ AIR, BODY, INTERGROWTH, BOUNDARY = 0, 1, 2, 3
 class PhantomSpec:
     shape: tuple[int, int, int] = (48, 160, 160)
     seed: int = 0
+    family: str = "magnesium"  # or "composite", "rock"
     noise: float = 0.04
     contrast: float = 0.12
     drift: float = 0.12
@@ -37,6 +50,7 @@ class PhantomSpec:
     sheets: int = 6
     fbp: bool = False
     fbp_angles: int = 180
+    cupping: float = 0.0  # composite and rock: the fraction the centre is darkened by
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,17 +189,117 @@ def _fbp(spec: PhantomSpec, image: np.ndarray, rng: np.random.Generator, detecto
     return out
 
 
-def phantom_slice(spec: PhantomSpec, z: int, geometry: _Geometry | None = None) -> tuple[np.ndarray, np.ndarray]:
+# Clean grey levels of the material families' classes, ascending with the class id.
+_MATERIAL_LEVELS = {"composite": (0.05, 0.45, 0.85), "rock": (0.05, 0.38, 0.58, 1.6)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Material:
+    """A cylindrical sample of a material family: balls (z, y, x, radius, class), for the
+    rock also grain centres and each grain's mineral, and ring artifacts."""
+
+    radius: float  # of the sample cylinder, in voxels
+    balls: np.ndarray  # [M, 5]
+    grain_centres: np.ndarray  # [G, 3]
+    grain_classes: np.ndarray  # [G]
+    ring_radii: np.ndarray
+    ring_amplitudes: np.ndarray
+
+
+def _balls(rng, count_volume: float, low: float, high: float, label: int, shape, radius: float) -> list:
+    """Balls of log-uniform radii in [low, high] inside the cylinder, until their volumes sum to ``count_volume``."""
+    n, h, w = shape
+    balls, total = [], 0.0
+    while total < count_volume:
+        r = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        distance, angle = radius * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+        balls.append((rng.uniform(0, n), (h - 1) / 2 + distance * np.sin(angle), (w - 1) / 2 + distance * np.cos(angle),
+                      r, label))
+        total += 4 / 3 * np.pi * r**3
+    return balls
+
+
+def _material(spec: PhantomSpec) -> _Material:
+    rng = np.random.default_rng([spec.seed, 7])
+    n, h, w = spec.shape
+    size = min(h, w)
+    radius = 0.45 * size
+    sample = n * np.pi * radius**2
+    largest = max(2.0, 0.1 * size)
+    grain_centres, grain_classes = np.zeros((0, 3)), np.zeros(0, np.int64)
+    if spec.family == "composite":
+        balls = (_balls(rng, 0.22 * sample, 1.0, largest, 2, spec.shape, radius)  # metal particles
+                 + _balls(rng, 0.08 * sample, 1.0, largest / 2, 0, spec.shape, radius))  # pores
+    else:
+        grain = max(2.0, 0.06 * size)  # mean grain radius
+        count = max(4, int(sample / (4 / 3 * np.pi * grain**3)))
+        distance, angle = radius * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
+        grain_centres = np.stack([rng.uniform(0, n, count), (h - 1) / 2 + distance * np.sin(angle),
+                                  (w - 1) / 2 + distance * np.cos(angle)], axis=1)
+        grain_classes = np.where(rng.uniform(size=count) < 0.35, 2, 1)
+        balls = (_balls(rng, 0.05 * sample, 1.0, grain, 0, spec.shape, radius)  # pores
+                 + _balls(rng, 0.03 * sample, 0.8, 3.0, 3, spec.shape, radius))  # the rare bright mineral
+    ring_count = max(3, size // 24)
+    return _Material(radius=radius, balls=np.asarray(balls, float), grain_centres=grain_centres,
+                     grain_classes=grain_classes, ring_radii=rng.uniform(0.05, 0.48, size=ring_count) * size,
+                     ring_amplitudes=rng.choice([-1.0, 1.0], size=ring_count) * rng.uniform(0.5, 1.0, size=ring_count))
+
+
+def _material_slice(spec: PhantomSpec, geo: _Material, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free grey levels and the class map of slice ``z`` of a composite or rock."""
+    from scipy.spatial import cKDTree
+
+    _, h, w = spec.shape
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    centre_distance = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2)
+    inside = centre_distance <= geo.radius
+    labels = np.ones((h, w), np.uint8)
+    if len(geo.grain_centres):
+        points = np.stack([np.full(yy.size, float(z)), yy.ravel(), xx.ravel()], axis=1)
+        distances, nearest = cKDTree(geo.grain_centres).query(points, k=2)
+        labels = geo.grain_classes[nearest[:, 0]].reshape(h, w).astype(np.uint8)
+        crack = (distances[:, 1] - distances[:, 0]).reshape(h, w) < 1.2  # thin dark cracks between grains
+        labels[crack] = 0
+    for bz, by, bx, r, label in geo.balls:
+        if abs(z - bz) >= r:
+            continue
+        disc = np.sqrt(r**2 - (z - bz) ** 2)
+        rows = slice(max(0, int(by - disc)), min(h, int(by + disc) + 2))
+        cols = slice(max(0, int(bx - disc)), min(w, int(bx + disc) + 2))
+        hit = (yy[rows, cols] - by) ** 2 + (xx[rows, cols] - bx) ** 2 <= disc**2
+        labels[rows, cols][hit] = int(label)
+    labels[~inside] = 0
+    image = np.asarray(_MATERIAL_LEVELS[spec.family])[labels]
+    if spec.cupping:  # beam hardening: darkest at the centre, falling off as (r / R)^2 to the edge
+        image = np.where(inside, image * (1.0 - spec.cupping * (1.0 - (centre_distance / geo.radius) ** 2)), image)
+    return ndimage.gaussian_filter(image, 0.7), labels
+
+
+def _material_noise(spec: PhantomSpec, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Noise correlated over about a voxel (the reconstruction filter) and stronger where the sample is dense."""
+    field = ndimage.gaussian_filter(rng.normal(size=image.shape), 0.8)
+    return spec.noise * field / field.std() * (0.5 + image)
+
+
+def _geometry_of(spec: PhantomSpec):
+    if spec.family not in FAMILIES:
+        raise SrjaxError(f"unknown phantom family {spec.family!r}; choose one of {', '.join(FAMILIES)}")
+    return _geometry(spec) if spec.family == "magnesium" else _material(spec)
+
+
+def phantom_slice(spec: PhantomSpec, z: int, geometry=None) -> tuple[np.ndarray, np.ndarray]:
     """(image float32, labels uint8) of slice ``z``."""
-    geo = geometry or _geometry(spec)
-    image, labels = _clean_slice(spec, geo, z)
+    geo = geometry or _geometry_of(spec)
+    magnesium = spec.family == "magnesium"
+    image, labels = (_clean_slice if magnesium else _material_slice)(spec, geo, z)
     rng = np.random.default_rng([spec.seed, z])
     if spec.fbp:
         detector_rng = np.random.default_rng([spec.seed, 2**31])
         offsets = detector_rng.normal(0.0, spec.rings * 4, min(image.shape))
         image = _fbp(spec, image, rng, offsets)
     else:
-        image = image + _rings(spec, geo) + rng.normal(0.0, spec.noise, image.shape)
+        noise = rng.normal(0.0, spec.noise, image.shape) if magnesium else _material_noise(spec, image, rng)
+        image = image + _rings(spec, geo) + noise
     return image.astype(np.float32), labels
 
 
@@ -193,9 +307,25 @@ def make_phantom(spec: PhantomSpec = PhantomSpec(), progress: bool = False) -> t
     """Whole phantom in memory: (volume float32 [N,H,W], labels uint8 [N,H,W])."""
     from srjax.progress import bar as progress_bar
 
-    geo = _geometry(spec)
+    geo = _geometry_of(spec)
     volume = np.empty(spec.shape, np.float32)
     labels = np.empty(spec.shape, np.uint8)
     for z in progress_bar(range(spec.shape[0]), desc="phantom", unit="slice", disable=not progress):
         volume[z], labels[z] = phantom_slice(spec, z, geo)
     return volume, labels
+
+
+# Each family at its own settings; ``family(name, shape, seed)`` sizes one.
+FAMILIES = {
+    "magnesium": PhantomSpec(),
+    "composite": PhantomSpec(family="composite", noise=0.07, rings=0.02),
+    "cupping": PhantomSpec(family="composite", noise=0.07, rings=0.02, cupping=0.5),
+    "rock": PhantomSpec(family="rock", noise=0.05, rings=0.02),
+}
+CLASSES = {"magnesium": 4, "composite": 3, "cupping": 3, "rock": 4}
+
+
+def family(name: str, shape=(48, 160, 160), seed: int = 0) -> PhantomSpec:
+    if name not in FAMILIES:
+        raise SrjaxError(f"unknown phantom family {name!r}; choose one of {', '.join(FAMILIES)}")
+    return dataclasses.replace(FAMILIES[name], shape=tuple(shape), seed=seed)

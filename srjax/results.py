@@ -27,7 +27,8 @@ def _row(member: dict, run: rundir.RunDir, axes: list[str]) -> dict:
     metrics = run.read(run.metrics)
     overrides = member["overrides"]
     row = {"member": member["name"], "volume": member["volume"]}
-    row.update({axis: member["volume"] if axis == "volume" else overrides.get(axis) for axis in axes})
+    named = {"volume": member["volume"], "variant": member.get("variant", "")}
+    row.update({axis: named[axis] if axis in named else overrides.get(axis) for axis in axes})
     row["seed"] = overrides.get("seed", 0)
     for stage, _ in STAGES:
         scores = metrics.get(stage, {})

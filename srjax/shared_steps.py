@@ -1,9 +1,9 @@
 """Steps that take a finished result from another run directory instead of recomputing it.
 
-A sweep member whose pseudo labels, or stage-2 weights, another member has already
-made takes them from that member: the stage-1 record is copied and the label volume
-linked; the stage-2 checkpoint at this member's last step is hard-linked (copied where
-links cannot be made). The member's run directory is then what it would be had it
+A sweep member whose pseudo labels, stage-2 or stage-3 weights another member has
+already made takes them from that member: the stage-1 record is copied and the label
+volume linked; the training checkpoint at this member's last step is hard-linked
+(copied where links cannot be made). The member's run directory is then what it would be had it
 done the work itself, and every later step runs as usual.
 """
 
@@ -46,8 +46,9 @@ class LinkedPseudoLabels(stages.PseudoLabels):
             shutil.copyfile(self.source.stage1, tmp)
 
 
-class SharedStage2(stages.Stage2):
-    """Stage 2, or the checkpoint at this member's last step from the run directory ``source``."""
+class _TakenTraining:
+    """A training stage, or the checkpoint at this member's last step from the run directory
+    ``source``. Mixed into a stage's class ahead of it."""
 
     def __init__(self, source: Path | None, keep_steps=()):
         super().__init__(keep_steps)
@@ -59,8 +60,17 @@ class SharedStage2(stages.Stage2):
         total = self.total_steps(ctx)
         checkpoint = self.source.checkpoints(self.name) / str(total)
         if not checkpoint.is_dir():
-            raise SrjaxError(f"{self.source.root} kept no stage-2 checkpoint at step {total}; run it first")
+            raise SrjaxError(f"{self.source.root} kept no {self.name} checkpoint at step {total}; run it first")
         ctx.run.checkpoints(self.name).mkdir(parents=True, exist_ok=True)
         _link_tree(checkpoint, ctx.run.checkpoints(self.name) / str(total))
         if train.latest_step(ctx.run.checkpoints(self.name)) != total:
-            raise SrjaxError(f"the stage-2 checkpoint taken from {checkpoint} cannot be read; rerun the sweep")
+            raise SrjaxError(f"the {self.name} checkpoint taken from {checkpoint} cannot be read; rerun the sweep")
+
+
+class SharedStage2(_TakenTraining, stages.Stage2):
+    """Stage 2, or the checkpoint at this member's last step from the run directory ``source``."""
+
+
+class SharedStage3(_TakenTraining, stages.Stage3):
+    """Stage 3, or the final checkpoint of the run directory ``source`` (members that differ
+    only in how the volume is labelled afterwards)."""

@@ -103,6 +103,10 @@ class TrainingStage:
     def settings(self, ctx: Context):
         return getattr(ctx.config, self.name)
 
+    def labels(self, ctx: Context):
+        """Both stages read the pseudo labels: stage 2 fits them, stage 3 may anchor to them."""
+        return io.open_volume(ctx.run.pseudo_labels, "pseudo labels")
+
     def total_steps(self, ctx: Context) -> int:
         settings = self.settings(ctx)
         return data.batches(ctx.store.shape[0], ctx.config.data.batch_size, settings.epochs, settings.steps)[1]
@@ -150,9 +154,6 @@ class Stage2(TrainingStage):
     def method(self, ctx: Context) -> str:
         return "stage2"
 
-    def labels(self, ctx: Context):
-        return io.open_volume(ctx.run.pseudo_labels, "pseudo labels")
-
     def data_seed(self, ctx: Context) -> int:
         return ctx.config.seed
 
@@ -169,9 +170,6 @@ class Stage3(TrainingStage):
 
     def method(self, ctx: Context) -> str:
         return ctx.config.stage3.method
-
-    def labels(self, ctx: Context):
-        return None
 
     def data_seed(self, ctx: Context) -> int:
         return ctx.config.seed + 1  # other crops than stage 2's
@@ -207,7 +205,9 @@ class Predict:
             mean_confidence = predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
                            high=ctx.stage1["high"], num_slices=ctx.config.data.slices,
                            batch_size=ctx.config.predict_batch, mesh=ctx.mesh, labels_out=labels,
-                           confidence_out=confidence, progress=ctx.progress, desc=f"predict {self.title}")
+                           confidence_out=confidence,
+                           window=ctx.config.data.crop if ctx.config.predict_tiled else None,
+                           views=ctx.config.predict_views, progress=ctx.progress, desc=f"predict {self.title}")
         recorded = ctx.run.read(ctx.run.predictions) if ctx.run.predictions.exists() else {}
         write_json(ctx.run.predictions, dict(recorded, **{self.stage: {"mean_confidence": mean_confidence}}))
 

@@ -13,7 +13,9 @@ Work is shared, not redone (``srjax.shared_steps``):
     longer than the shortest member), the state after N steps of a longer stage 2 is
     that of an N-step one, so members that differ only in stage-2 duration share one:
     the longest trains first, keeping a checkpoint at each shorter member's stopping
-    point, from which that member goes on to stage 3.
+    point, from which that member goes on to stage 3;
+  * stage 3 is trained once per (stage 2, its duration, stage-3 settings): members that
+    differ only in how the volume is labelled afterwards share it.
 
 Members run breadth-first (``srjax.lockstep``): those whose training differs only in
 values can train as one vmapped population. A killed sweep, rerun, finishes only what
@@ -37,7 +39,7 @@ from srjax.errors import SrjaxError
 from srjax.optim import OptimizerSpec
 from srjax.outputs import absolute, check_parent_writable, exclusive, write_json
 from srjax.phantom import PhantomSpec, make_phantom
-from srjax.shared_steps import LinkedPseudoLabels, SharedStage2
+from srjax.shared_steps import LinkedPseudoLabels, SharedStage2, SharedStage3
 
 SIZES = tuple(presets.PRESETS)
 # The phantom each size runs on: seconds per member (tiny), the demo (cpu), an accelerator's (paper).
@@ -57,6 +59,7 @@ class Member:
     name: str
     volume: str  # a key of Sweep.volumes
     overrides: tuple[tuple[str, object], ...]  # (config key, value), applied to the base config
+    variant: str = ""  # the name of a set of overrides (``variants``); then the sweep's axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +77,11 @@ class Sweep:
     def axes(self) -> list[str]:
         """The settings that vary between members (the volume too, when there are several);
         the seed is not an axis but the repetition each axis value is averaged over."""
-        keys = list(dict.fromkeys(key for m in self.members for key, _ in m.overrides if key != "seed"))
-        varying = [k for k in keys if len({dict(m.overrides).get(k) for m in self.members}) > 1]
+        if any(m.variant for m in self.members):
+            varying = ["variant"]
+        else:
+            keys = list(dict.fromkeys(key for m in self.members for key, _ in m.overrides if key != "seed"))
+            varying = [k for k in keys if len({dict(m.overrides).get(k) for m in self.members}) > 1]
         return (["volume"] if len(self.volumes) > 1 else []) + varying
 
 
@@ -92,6 +98,21 @@ def grid(volumes: dict, axes: dict[str, list], seeds=(0,)) -> tuple[Member, ...]
         for values in itertools.product(*axes.values(), seeds):
             overrides = tuple(zip(keys, values))
             members.append(Member(member_name(volume, overrides, len(volumes) > 1), volume, overrides))
+    return tuple(members)
+
+
+def variants(volumes: dict, named: dict[str, dict], seeds=(0,), per_volume: dict[str, dict] | None = None
+             ) -> tuple[Member, ...]:
+    """Each named set of overrides with each of ``seeds`` on every volume, after the volume's
+    own overrides in ``per_volume`` (its class count, say); the variant's name is the axis."""
+    members = []
+    for volume in volumes:
+        own = (per_volume or {}).get(volume, {})
+        for variant, overrides in named.items():
+            for seed in seeds:
+                parts = ([f"volume={volume}"] if len(volumes) > 1 else []) + [variant, f"seed={seed}"]
+                settings = (*own.items(), *overrides.items(), ("seed", seed))
+                members.append(Member(",".join(parts), volume, settings, variant))
     return tuple(members)
 
 
@@ -129,10 +150,11 @@ class Planned:
     stage1_from: Path | None
     stage2_from: Path | None
     keep_stage2: tuple[int, ...]  # stage-2 steps that other members start stage 3 from
+    stage3_from: Path | None = None
 
     def steps(self):
         return (LinkedPseudoLabels(self.stage1_from), SharedStage2(self.stage2_from, self.keep_stage2),
-                *stages.STEPS[2:])
+                SharedStage3(self.stage3_from), *stages.STEPS[3:])
 
 
 def _stage1_key(volume: str, config: cfg.Config) -> str:
@@ -158,7 +180,7 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
     groups: dict[str, list[int]] = {}
     for i, (m, c) in enumerate(zip(sweep.members, configs)):
         groups.setdefault(_stage2_key(m.volume, c, totals[i]) if share else str(i), []).append(i)
-    planned, stage1_runs = [], {}
+    planned, stage1_runs, stage3_runs = [], {}, {}
     for indices in groups.values():
         longest = max(indices, key=lambda i: totals[i])
         stopping_points = tuple(sorted({totals[i] for i in indices} - {totals[longest]}))
@@ -167,9 +189,13 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
             run = out / "runs" / member.name
             stage1_from = stage1_runs.setdefault(_stage1_key(member.volume, config) if share else str(i), run)
             takes_stage2 = i != longest
+            stage3_key = json.dumps([_stage2_key(member.volume, config, totals[i]), totals[i],
+                                     dataclasses.asdict(config.stage3)]) if share else str(i)
+            stage3_from = stage3_runs.setdefault(stage3_key, run)
             planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
                                    out / "runs" / sweep.members[longest].name if takes_stage2 else None,
-                                   () if takes_stage2 else stopping_points))
+                                   () if takes_stage2 else stopping_points,
+                                   None if stage3_from == run else stage3_from))
     return planned
 
 
@@ -187,7 +213,8 @@ def _volume_paths(out: Path, name: str, volume) -> tuple[Path, Path | None]:
 
 def _record(sweep: Sweep, size: str, source: str) -> dict:
     return {"sweep": sweep.name, "file": source, "size": size, "axes": sweep.axes, "figures": list(sweep.figures),
-            "members": [{"name": m.name, "volume": m.volume, "overrides": dict(m.overrides)} for m in sweep.members]}
+            "members": [{"name": m.name, "volume": m.volume, "overrides": dict(m.overrides),
+                         **({"variant": m.variant} if m.variant else {})} for m in sweep.members]}
 
 
 def _claim(out: Path, record: dict) -> None:

@@ -96,18 +96,23 @@ def stage2_step(state: Stage2State, batch, rng, *, model, optimizer, loss_fn, we
 
 
 def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn):
-    """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong one."""
+    """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong
+    one (boxes pasted between crops with probability ``cutmix``, labels alike), and with
+    weight ``anchor`` the crop's pseudo labels too."""
     values = state.values
-    weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
-    weak = augment.weak(weak_key, batch["image"])
+    weak_key, strong_key, mix_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 4)
+    weak, pseudo_labels = augment.weak(weak_key, batch["image"], batch["label"])
     strong = augment.strong(strong_key, weak, values["strong_probability"])
     probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
     target = probs.argmax(-1)
     keep = probs.max(-1) > values["confidence"]
+    boxes = augment.cutmix_boxes(mix_key, weak.shape[0], weak.shape[1], values["cutmix"])
+    strong, target, keep, pseudo_labels = augment.cutmix(boxes, strong, target, keep, pseudo_labels)
 
     def objective(params):
         logits = model.apply({"params": params}, strong, train=True, rngs={"dropout": dropout_key})
-        return masked_mean(loss_fn(logits, target, values["loss"]), keep)
+        anchor = loss_fn(logits, pseudo_labels, values["loss"]).mean()
+        return masked_mean(loss_fn(logits, target, values["loss"]), keep) + values["anchor"] * anchor
 
     loss, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -136,7 +141,8 @@ def teacher_student_state(params, optimizer, values: dict) -> TeacherStudentStat
 
 
 def unbiased_teacher_values(settings: Stage3Config) -> dict:
-    return {"confidence": settings.confidence, "ema": settings.ema, "strong_probability": settings.strong_probability}
+    return {"confidence": settings.confidence, "ema": settings.ema, "strong_probability": settings.strong_probability,
+            "anchor": settings.anchor, "cutmix": settings.cutmix}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,3 +64,28 @@ def test_weak_moves_a_stack_and_its_labels_alike():
     out_images, out_labels = augment.weak(jax.random.key(5), jnp.asarray(images), jnp.asarray(labels))
     np.testing.assert_array_equal(np.asarray(out_images)[..., 1], np.asarray(out_labels))
     assert not np.array_equal(np.asarray(out_labels), labels)
+
+
+def test_cutmix_pastes_the_next_crop_inside_each_box_and_nothing_else():
+    key = jax.random.key(3)
+    images = jnp.arange(3 * 16 * 16 * 2, dtype=jnp.float32).reshape(3, 16, 16, 2)
+    labels = jnp.arange(3 * 16 * 16).reshape(3, 16, 16)
+    boxes = augment.cutmix_boxes(key, 3, 16, 1.0)
+    mixed, mixed_labels = augment.cutmix(boxes, images, labels)
+    for i in range(3):
+        box = np.asarray(boxes[i])
+        assert 0.1 * 256 * 0.5 < box.sum() <= 0.5 * 256 + 32  # a square of 10-50 % of the area (pixel-rounded)
+        rows, cols = np.nonzero(box)
+        assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # one solid rectangle
+        np.testing.assert_array_equal(mixed[i][box], images[(i + 1) % 3][box])
+        np.testing.assert_array_equal(mixed[i][~box], images[i][~box])
+        np.testing.assert_array_equal(mixed_labels[i][box], labels[(i + 1) % 3][box])
+    assert not augment.cutmix_boxes(key, 3, 16, 0.0).any()
+
+
+def test_every_dihedral_view_is_undone_by_its_inverse():
+    batch = jnp.arange(2 * 5 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 5, 3)
+    for view, inverse in enumerate(augment.DIHEDRAL_INVERSE):
+        moved = augment.dihedral_all(batch, view)
+        np.testing.assert_array_equal(moved[0], np.asarray(augment.dihedral(batch[0], view)))
+        np.testing.assert_array_equal(augment.dihedral_all(moved, inverse), batch)

@@ -118,12 +118,28 @@ def test_plan_shares_stage1_by_pseudo_config_and_stage2_by_everything_before_it(
     assert len(planned) == 8
     assert len(computes_stage1) == 2  # one per pseudo method; the seed does not change k-means or Otsu
     assert len(computes_stage2) == 4  # one per (method, seed); the stage-3 confidence comes after it
+    assert all(p.stage3_from is None for p in planned)  # every member's stage 3 differs
     order = [p.run for p in planned]
     for p in planned:  # whoever a member takes work from runs before it
-        for source in (p.stage1_from, p.stage2_from):
+        for source in (p.stage1_from, p.stage2_from, p.stage3_from):
             assert source is None or order.index(source) < order.index(p.run)
     assert all(p.stage1_from is None and p.stage2_from is None
                for p in sweep.plan(study, tmp_path, {"phantom": 8}, share=False))
+
+
+def test_members_that_differ_only_after_stage3_share_it(tmp_path):
+    """Two ways of labelling the volume after one stage 3: it is trained once, and the
+    other member's stage-3 checkpoint is a hard link to it."""
+    file = _write_sweep(tmp_path / "views.py", {"predict_views": [1, 8]})
+    study = sweep.load(file, "tiny")
+    out = tmp_path / "sweep"
+    first, second = sweep.plan(study, out, {"phantom": 8})
+    assert first.stage3_from is None and second.stage3_from == first.run
+    sweep.run_sweep(study, out, "tiny", progress=False)
+    taken = [f for f in (second.run / "checkpoints" / "stage3").rglob("*") if f.is_file()]
+    assert taken and all(f.stat().st_nlink == 2 for f in taken)
+    timings = _timings(out)
+    assert timings[second.run.name]["stage3"] < timings[first.run.name]["stage3"]
 
 
 @pytest.mark.parametrize("schedule, warmup, shared", [("constant", 0, True), ("constant", 2, True),

@@ -42,7 +42,7 @@ def _run_both_stages(tmp_path, devices, volume, labels):
     state = train.stage2_state(params, optimizer_from(spec, 1e-3), values)
     [(fitted, h2, _)] = train.train("stage2", train.StepKind("stage2", model, spec, loss),
                                     [train.Member(state, ds, tmp_path / "s2", 0)], mesh, **common)
-    ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, 1)
+    ds = data.crop_dataset(volume, labels, dc, float(volume.min()), float(volume.max()), 2, 1)
     stage3 = cfg.Stage3Config(confidence=0.3, ema=0.9)
     spec = OptimizerSpec.of(stage3, len(ds))
     state = train.teacher_student_state(fitted.params, optimizer_from(spec, 1e-3),
@@ -119,11 +119,11 @@ def test_a_step_budget_draws_the_same_crops_as_epochs_would(tiny_phantom):
         np.testing.assert_array_equal(by_steps[i]["image"], by_epochs[i]["image"])
 
 
-def _stage3_member(tmp_path, model, params, volume, config, seed: int, learning_rate: float, confidence: float,
+def _stage3_member(tmp_path, model, params, phantom, config, seed: int, learning_rate: float, confidence: float,
                    smoothing: float, ema: float):
     """A stage-3 run of the tiny phantom whose settings are all values: seed, learning rate, δ, α and ε."""
-    dc = config.data
-    ds = data.crop_dataset(volume, None, dc, float(volume.min()), float(volume.max()), 2, seed)
+    dc, (volume, labels) = config.data, phantom
+    ds = data.crop_dataset(volume, labels % 4, dc, float(volume.min()), float(volume.max()), 2, seed)
     stage3 = cfg.Stage3Config(confidence=confidence, ema=ema, learning_rate=learning_rate)
     loss = cfg.LossConfig(smoothing=smoothing)
     values = {"loss": loss_values(loss), **train.unbiased_teacher_values(stage3)}
@@ -141,19 +141,18 @@ def test_a_population_member_ends_where_it_ends_alone(tmp_path, tiny_phantom):
     """Two stage-3 runs that differ in every value train as one vmapped population on a
     2 x 2 (population x data) mesh; each ends with the weights, teacher and history it
     gets alone on the 4-device data mesh, and is saved in its own resumable directory."""
-    volume, _ = tiny_phantom
     config = presets.tiny()
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
     params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
     common = dict(checkpoint_every=100, read_threads=1, progress=False)
-    built = [_stage3_member(tmp_path / "together", model, params, volume, config, **m) for m in MEMBERS]
+    built = [_stage3_member(tmp_path / "together", model, params, tiny_phantom, config, **m) for m in MEMBERS]
     kinds = {kind for kind, _ in built}
     assert len(kinds) == 1  # the values differ, the compiled step does not
     mesh = train.population_mesh(2)
     assert dict(mesh.shape) == {"population": 2, "data": 2}
     together = train.train("stage3", kinds.pop(), [member for _, member in built], mesh, **common)
     for (kind, member), (state, history, sums) in zip(built, together):
-        _, alone_member = _stage3_member(tmp_path / "alone", model, params, volume, config,
+        _, alone_member = _stage3_member(tmp_path / "alone", model, params, tiny_phantom, config,
                                          **MEMBERS[member.seed])
         [(alone, alone_history, alone_sums)] = train.train("stage3", kind, [alone_member], train.make_mesh(),
                                                            **common)
@@ -169,13 +168,12 @@ def test_a_population_member_ends_where_it_ends_alone(tmp_path, tiny_phantom):
 
 
 def test_runs_that_differ_only_in_values_share_one_compiled_step(tmp_path, tiny_phantom):
-    volume, _ = tiny_phantom
     config = presets.tiny()
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
     params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
     mesh = train.make_mesh()
     for index, member in enumerate(MEMBERS):
-        kind, built = _stage3_member(tmp_path / str(index), model, params, volume, config, **member)
+        kind, built = _stage3_member(tmp_path / str(index), model, params, tiny_phantom, config, **member)
         train.train("stage3", kind, [built], mesh, checkpoint_every=100, read_threads=1, progress=False)
     assert train.compiled_step(kind, mesh, False)._cache_size() == 1
 
@@ -183,7 +181,6 @@ def test_runs_that_differ_only_in_values_share_one_compiled_step(tmp_path, tiny_
 def test_a_population_killed_while_saving_resumes_from_its_earliest_checkpoint(tmp_path, tiny_phantom):
     """Killed after one member saved step 4 and before the other did, the population goes
     back to step 2 together and ends exactly where it ends uninterrupted."""
-    volume, _ = tiny_phantom
     config = presets.tiny()
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
     params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
@@ -191,14 +188,14 @@ def test_a_population_killed_while_saving_resumes_from_its_earliest_checkpoint(t
     mesh = train.population_mesh(2)
     finals = {}
     for attempt in ("uninterrupted", "resumed"):
-        built = [_stage3_member(tmp_path / attempt, model, params, volume, config, **m) for m in MEMBERS]
+        built = [_stage3_member(tmp_path / attempt, model, params, tiny_phantom, config, **m) for m in MEMBERS]
         kind, members = built[0][0], [member for _, member in built]
         finals[attempt] = train.train("stage3", kind, members, mesh, **common)
     members = [member for _, member in built]
     assert train.latest_step(members[0].checkpoint_dir) == 4
     shutil.rmtree(members[1].checkpoint_dir / "4")  # the kill: member 1 never saved step 4
     assert train.latest_step(members[1].checkpoint_dir) == 2
-    built = [_stage3_member(tmp_path / "resumed", model, params, volume, config, **m) for m in MEMBERS]
+    built = [_stage3_member(tmp_path / "resumed", model, params, tiny_phantom, config, **m) for m in MEMBERS]
     finals["resumed"] = train.train("stage3", built[0][0], [member for _, member in built], mesh, **common)
     for (state, history, _), (again, again_history, _) in zip(finals["uninterrupted"], finals["resumed"]):
         assert history == again_history
