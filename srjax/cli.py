@@ -69,6 +69,7 @@ def _config(args, preset: str) -> cfg.Config:
     from srjax import presets
 
     config = presets.get(preset)
+    config = presets.with_recipe(config, args.recipe) if args.recipe else config
     config = cfg.load(args.config, config) if args.config else config
     config = cfg.apply_overrides(config, args.set or [])
     cfg.validate(config)
@@ -218,7 +219,7 @@ def cmd_sweep(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from srjax.presets import PRESETS
+    from srjax.presets import PRESETS, RECIPES
 
     parser = argparse.ArgumentParser(prog="srjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_config_options(p, preset_help):
         p.add_argument("--preset", choices=tuple(PRESETS), help=preset_help)
+        p.add_argument("--recipe", choices=tuple(RECIPES),
+                       help="paper: the paper's stage 3 and whole-slice inference, on top of the preset")
         p.add_argument("--config", help="a .json or .toml config file, applied on top of the preset")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. stage2.epochs=50 or model=unet (repeatable)")

@@ -117,6 +117,8 @@ class Stage2Config(TrainingConfig):
 class Stage3Config(TrainingConfig):
     method: str = _field("unbiased_teacher", choices="stage3")
     confidence: float = _field(0.5, FRACTION_BELOW_ONE)
+    # Also keep each class's most confident share of the batch's pixels, whatever ``confidence`` says.
+    class_keep: float = _field(0.0, FRACTION)
     ema: float = _field(0.99, FRACTION)
     strong_probability: float = _field(0.5, FRACTION)
     # Weight of the loss against the pseudo labels next to the teacher's (the paper drops it: 0).

@@ -51,6 +51,20 @@ def tiny() -> Config:
 
 PRESETS = {"paper": paper, "cpu": cpu, "tiny": tiny}
 
+# Recipes go on top of a preset (which sets the sizes). ``paper`` is the paper's stage 3
+# as published: no loss against the pseudo labels, no CutMix, one confidence threshold
+# for all classes, whole slices labelled at once.
+RECIPES = {
+    "paper": ("stage3.confidence=0.5", "stage3.ema=0.99", "stage3.anchor=0", "stage3.cutmix=0",
+              "stage3.class_keep=0", "predict_tiled=false", "predict_views=1"),
+}
+
+
+def with_recipe(config: Config, name: str) -> Config:
+    if name not in RECIPES:
+        raise SrjaxError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return apply_overrides(config, list(RECIPES[name]))
+
 
 def default_preset() -> tuple[str, str]:
     """``paper`` on an accelerator, ``cpu`` otherwise; and why, to say at the start of a run."""

@@ -71,6 +71,9 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+CHANGED = ListedColormap(["#1e1e1e", "#ff4040"])  # unchanged, changed
+
+
 def class_colormap(num_classes: int) -> ListedColormap:
     return ListedColormap([np.array(class_colour(c)) / 255 for c in range(max(num_classes, 2))])
 
@@ -85,7 +88,10 @@ def _label_axes(axes, image, columns, names, title=None):
     axes[0].set_title(title or "slice", fontsize=9)
     cmap = class_colormap(len(names))
     for ax, (name, labels) in zip(axes[1:], columns):
-        ax.imshow(labels, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5, interpolation="nearest")
+        if labels.dtype == bool:  # a map of where two label volumes differ
+            ax.imshow(labels, cmap=CHANGED, vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(labels, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5, interpolation="nearest")
         ax.set_title(name, fontsize=9)
     for ax in axes:
         ax.set_axis_off()
@@ -161,6 +167,8 @@ def _history_figure(history: dict) -> str:
         ax.plot([h["loss"] for h in steps], lw=0.8, label="loss")
         if steps and "kept" in steps[0]:
             ax.plot([h["kept"] for h in steps], lw=0.8, label="share of pixels kept")
+        if steps and "pseudo_agreement" in steps[0]:
+            ax.plot([h["pseudo_agreement"] for h in steps], lw=0.8, label="teacher agrees with pseudo labels")
         ax.set_title(dict(STAGES)[stage], fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)

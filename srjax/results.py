@@ -62,8 +62,26 @@ def _mean_sd(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
+def _table(axis: str, rows: list[dict], columns: list[str]) -> list[str]:
+    """Markdown rows of mean ± sd of ``columns`` for each value of ``axis``."""
+    lines = ["| " + " | ".join([axis, "n", *columns]) + " |", "|" + "---|" * (len(columns) + 2)]
+    for value in dict.fromkeys(row.get(axis, "all") for row in rows):
+        chosen = [row for row in rows if row.get(axis, "all") == value]
+        cells = [str(value), str(len(chosen))] + [_mean_sd([row.get(c) for row in chosen]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _class_columns(rows: list[dict]) -> list[str]:
+    """The per-class IoU columns, class by class, pseudo then stage 2 then stage 3."""
+    classes = sorted({key.split(".")[-1] for row in rows for key in row if ".iou." in key}, key=int)
+    return [f"{stage}.iou.{c}" for c in classes for stage, _ in STAGES]
+
+
 def markdown(record: dict, rows: list[dict]) -> str:
-    """A table per axis (one for the whole sweep when only the seed varies): mean ± sd over members."""
+    """A table per axis (one for the whole sweep when only the seed varies): mean ± sd over
+    members; with several volumes, also each other axis on each volume alone, and there the
+    IoU of every class."""
     lines = [f"# Sweep {record['sweep']} (size {record['size']})", "",
              f"{len(rows)} of {len(record['members'])} members finished. Mean ± sample sd over the members "
              "with each value (seeds, and the other axes' values). Seconds are wall time: a stage that one "
@@ -71,14 +89,15 @@ def markdown(record: dict, rows: list[dict]) -> str:
     columns = [f"{stage}.{score}" for stage, _ in STAGES for score in SCORES]
     columns += ["stage2.mean_confidence", "stage3.mean_confidence", "seconds.stage1", "seconds.stage2",
                 "seconds.stage3"]
-    for axis in record["axes"] or ["all"]:
-        values = list(dict.fromkeys(row.get(axis, "all") for row in rows))
-        lines += ["", f"## {axis}", "", "| " + " | ".join([axis, "n", *columns]) + " |",
-                  "|" + "---|" * (len(columns) + 2)]
-        for value in values:
-            chosen = [row for row in rows if row.get(axis, "all") == value]
-            cells = [str(value), str(len(chosen))] + [_mean_sd([row.get(c) for row in chosen]) for c in columns]
-            lines.append("| " + " | ".join(cells) + " |")
+    axes = record["axes"] or ["all"]
+    for axis in axes:
+        lines += ["", f"## {axis}", "", *_table(axis, rows, columns)]
+    if "volume" in axes:
+        for volume in dict.fromkeys(row["volume"] for row in rows):
+            chosen = [row for row in rows if row["volume"] == volume]
+            for axis in [a for a in axes if a != "volume"]:
+                lines += ["", f"## {axis} on {volume}", "", *_table(axis, chosen, columns[:6]),
+                          "", f"IoU per class ({volume}):", "", *_table(axis, chosen, _class_columns(chosen))]
     return "\n".join(lines) + "\n"
 
 

@@ -273,11 +273,12 @@ def _figures(run, store, volumes: dict, stage1: dict, names: list[str], metrics:
     titles = dict(summary.STAGES, truth="ground truth")
 
     def columns(index) -> list[tuple[str, np.ndarray]]:
-        shown = []
+        """Each label volume in the truth's classes, then where stage 3 moved off the pseudo labels."""
+        shown, raw = [], {}
         for key, volume in volumes.items():
-            labels = io.read(volume[index], key)
-            shown.append((titles[key], mappings[key][labels] if key in mappings else labels))
-        return shown
+            raw[key] = io.read(volume[index], key)
+            shown.append((titles[key], mappings[key][raw[key]] if key in mappings else raw[key]))
+        return shown + [("stage 3 ≠ pseudo labels", raw["stage3"] != raw["pseudo"])]
 
     depth, h, w = store.shape
     z = depth // 2

@@ -95,6 +95,21 @@ def stage2_step(state: Stage2State, batch, rng, *, model, optimizer, loss_fn, we
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
 
 
+def confident(probs, target, confidence, class_keep):
+    """The pixels the student learns from: the teacher's probability above ``confidence``,
+    or among the most confident ``class_keep`` share of the batch's pixels of its class, so
+    no class the teacher predicts is masked out of existence (class-balanced self-training)."""
+    score = probs.max(-1)
+    classes = jax.nn.one_hot(target, probs.shape[-1], dtype=bool).reshape(-1, probs.shape[-1])
+    # Per class, its scores in descending order (others last); its threshold is the score
+    # at rank class_keep * count.
+    ranked = -jnp.sort(jnp.where(classes, -score.reshape(-1, 1), jnp.inf), axis=0)
+    count = classes.sum(0)
+    rank = jnp.clip(jnp.ceil(class_keep * count).astype(jnp.int32) - 1, 0, ranked.shape[0] - 1)
+    threshold = jnp.where((class_keep > 0) & (count > 0), ranked[rank, jnp.arange(probs.shape[-1])], jnp.inf)
+    return (score > confidence) | (score >= threshold[target])
+
+
 def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn):
     """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong
     one (boxes pasted between crops with probability ``cutmix``, labels alike), and with
@@ -105,7 +120,7 @@ def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, opti
     strong = augment.strong(strong_key, weak, values["strong_probability"])
     probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
     target = probs.argmax(-1)
-    keep = probs.max(-1) > values["confidence"]
+    keep = confident(probs, target, values["confidence"], values["class_keep"])
     boxes = augment.cutmix_boxes(mix_key, weak.shape[0], weak.shape[1], values["cutmix"])
     strong, target, keep, pseudo_labels = augment.cutmix(boxes, strong, target, keep, pseudo_labels)
 
@@ -121,7 +136,10 @@ def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, opti
         step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, values["ema"])
     )
     kept_by_class = (jax.nn.one_hot(target, probs.shape[-1]) * keep[..., None]).mean(axis=(0, 1, 2))
-    return new_state, {"loss": loss, "kept": keep.mean(), "kept_by_class": kept_by_class}
+    # How far the teacher has moved off the pseudo labels: a drift that needs no ground truth.
+    agreement = (target == pseudo_labels).mean()
+    return new_state, {"loss": loss, "kept": keep.mean(), "pseudo_agreement": agreement,
+                       "kept_by_class": kept_by_class}
 
 
 def _as_values(values: dict):
@@ -142,7 +160,7 @@ def teacher_student_state(params, optimizer, values: dict) -> TeacherStudentStat
 
 def unbiased_teacher_values(settings: Stage3Config) -> dict:
     return {"confidence": settings.confidence, "ema": settings.ema, "strong_probability": settings.strong_probability,
-            "anchor": settings.anchor, "cutmix": settings.cutmix}
+            "anchor": settings.anchor, "cutmix": settings.cutmix, "class_keep": settings.class_keep}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -219,6 +219,17 @@ def test_results_markdown_gives_mean_and_sample_sd_per_axis_value():
     assert "| focal | 1 |" in text and "0.400" in text
 
 
+def test_results_markdown_splits_every_axis_by_volume_with_the_iou_of_each_class():
+    record = {"sweep": "s", "size": "tiny", "axes": ["volume", "variant"], "members": [{}] * 3}
+    rows = [{"volume": "a", "variant": "x", "stage3.miou": 0.5, "stage3.iou.1": 0.2},
+            {"volume": "a", "variant": "x", "stage3.miou": 0.7, "stage3.iou.1": 0.4},
+            {"volume": "b", "variant": "x", "stage3.miou": 0.1, "stage3.iou.1": 0.9}]
+    text = results.markdown(record, rows)
+    assert "## variant on a" in text and "## variant on b" in text
+    on_a = text[text.index("## variant on a"):text.index("## variant on b")]
+    assert "| x | 2 |" in on_a and "0.600 ± 0.141" in on_a and "| stage3.iou.1 |" in on_a and "0.300 ± 0.141" in on_a
+
+
 def test_members_that_differ_only_in_values_train_as_one_population(tmp_path):
     """Two seeds and two confidences: stage 2 trains as a population of two (one per seed),
     stage 3 as one of four, each member ending where it ends trained one by one."""

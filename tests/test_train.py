@@ -201,3 +201,15 @@ def test_a_population_killed_while_saving_resumes_from_its_earliest_checkpoint(t
         assert history == again_history
         for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(again)), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_class_keep_keeps_each_classes_most_confident_share():
+    """δ = 0.9 keeps only class 0's sure pixels; with class_keep = 0.5 each class also keeps
+    its more confident half, worked out by hand."""
+    probs = jnp.array([[0.95, 0.05], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4],  # class 0: 0.95, 0.8, 0.7, 0.6
+                       [0.3, 0.7], [0.45, 0.55]])[None, None]  # class 1: 0.7, 0.55
+    target = probs.argmax(-1)
+    np.testing.assert_array_equal(train.confident(probs, target, 0.9, 0.0)[0, 0], [1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(train.confident(probs, target, 0.9, 0.5)[0, 0], [1, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(train.confident(probs, target, 0.9, 1.0)[0, 0], [1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(train.confident(probs, target, 0.5, 0.0)[0, 0], [1, 1, 1, 1, 1, 1])
