@@ -1,0 +1,54 @@
+"""The self-correction checks, on a made-up sweep whose answers are known."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "check_self_correction.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("check_self_correction", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _metrics(pseudo, stage2, stage3, intergrowth=(0.3, 0.3), vanished=False):
+    def scores(acc, miou, iou2):
+        return {"pixel_accuracy": acc, "miou": miou, "iou": {"1": miou, "2": iou2, "3": miou}}
+
+    classes = [{"name": "c0", "fraction": {"pseudo": 0.5, "stage3": 0.5}},
+               {"name": "c2", "fraction": {"pseudo": 0.1, "stage3": 0.0 if vanished else 0.1}}]
+    return {"pseudo": scores(*pseudo, intergrowth[0]), "stage2": scores(*stage2, 0.3),
+            "stage3": scores(*stage3, intergrowth[1]), "summary": {"classes": classes}}
+
+
+def _sweep(tmp_path, runs: dict) -> Path:
+    members = []
+    for name, (volume, seed, metrics) in runs.items():
+        members.append({"name": name, "volume": volume, "overrides": {"seed": seed}, "variant": "default"})
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "sweep.json").write_text(json.dumps({"members": members}))
+    return tmp_path
+
+
+def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
+    tool = _tool()
+    out = _sweep(tmp_path, {
+        "m0": ("magnesium", 0, _metrics((0.7, 0.60), (0.75, 0.65), (0.80, 0.72), intergrowth=(0.3, 0.4))),
+        "m1": ("magnesium", 1, _metrics((0.7, 0.60), (0.75, 0.65), (0.69, 0.70), intergrowth=(0.3, 0.25))),
+        "c0": ("composite", 0, _metrics((0.9, 0.90), (0.9, 0.90), (0.9, 0.895))),
+        "c1": ("composite", 1, _metrics((0.9, 0.90), (0.9, 0.90), (0.9, 0.88), vanished=True)),
+    })
+    found = {family: {name: holds for name, holds, _ in tool.checks(family, runs)}
+             for family, runs in tool.members(out, "default").items()}
+    magnesium, composite = found["magnesium"], found["composite"]
+    assert not magnesium["stage 3 above the pseudo labels in pixel_accuracy on every seed"]  # seed 1: 0.69 < 0.7
+    assert magnesium["stage 3 above the pseudo labels in miou on every seed"]
+    assert magnesium["mean relative mIoU gain >= +15.94 %"]  # (0.72 + 0.70) / 2 / 0.60 - 1 = +18.3 %
+    assert magnesium["stage 3 above stage 2 in mean mIoU"]
+    assert magnesium["intergrowth IoU not below its pseudo-label IoU on average"]  # +0.1 and -0.05
+    assert not composite["stage 3 never more than 1 mIoU point below the pseudo labels"]  # seed 1: -0.02
+    assert not composite["no class of the pseudo labels vanishes in stage 3"]
