@@ -132,7 +132,7 @@ class Config:
     checkpoint_every: int = _field(100, COUNT)
     predict_batch: int = _field(8, COUNT)
     # Label slices in half-overlapping windows of the training crop (False: whole slices at once).
-    predict_tiled: bool = True
+    predict_tiled: bool = False
     predict_views: int = _field(1, Range(low=1, high=8))  # dihedral views averaged when labelling the volume
     pseudo: PseudoConfig = PseudoConfig()
     data: DataConfig = DataConfig()

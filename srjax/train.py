@@ -115,7 +115,8 @@ def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, opti
     one (boxes pasted between crops with probability ``cutmix``, labels alike), and with
     weight ``anchor`` the crop's pseudo labels too."""
     values = state.values
-    weak_key, strong_key, mix_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 4)
+    weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
+    mix_key = jax.random.fold_in(strong_key, 1)  # apart from the three, so a run without CutMix draws as before
     weak, pseudo_labels = augment.weak(weak_key, batch["image"], batch["label"])
     strong = augment.strong(strong_key, weak, values["strong_probability"])
     probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))

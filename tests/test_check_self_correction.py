@@ -27,7 +27,7 @@ def _metrics(pseudo, stage2, stage3, intergrowth=(0.3, 0.3), vanished=False):
 def _sweep(tmp_path, runs: dict) -> Path:
     members = []
     for name, (volume, seed, metrics) in runs.items():
-        members.append({"name": name, "volume": volume, "overrides": {"seed": seed}, "variant": "default"})
+        members.append({"name": name, "volume": volume, "overrides": {"seed": seed}, "variant": "candidate"})
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "sweep.json").write_text(json.dumps({"members": members}))
@@ -43,7 +43,7 @@ def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
         "c1": ("composite", 1, _metrics((0.9, 0.90), (0.9, 0.90), (0.9, 0.88), vanished=True)),
     })
     found = {family: {name: holds for name, holds, _ in tool.checks(family, runs)}
-             for family, runs in tool.members(out, "default").items()}
+             for family, runs in tool.members(out, "candidate").items()}
     magnesium, composite = found["magnesium"], found["composite"]
     assert not magnesium["stage 3 above the pseudo labels in pixel_accuracy on every seed"]  # seed 1: 0.69 < 0.7
     assert magnesium["stage 3 above the pseudo labels in miou on every seed"]

@@ -1,6 +1,6 @@
 """Does stage 3 correct its pseudo labels? The checks of the self-correction study, per family.
 
-  python tools/check_self_correction.py SWEEP_DIR [--variant default]
+  python tools/check_self_correction.py SWEEP_DIR [--variant candidate]
 
 Reads the finished members of a sweep of ``experiments/self_correction.py`` (or any
 sweep over the phantom families) and prints, for the variant, one line per check and
@@ -34,7 +34,7 @@ def members(out: Path, variant: str) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for member in record["members"]:
         path = out / "runs" / member["name"] / "metrics.json"
-        if member.get("variant", "default") == variant and path.exists():
+        if member.get("variant") == variant and path.exists():
             metrics = json.loads(path.read_text())
             found.setdefault(member["volume"], []).append(dict(metrics, seed=member["overrides"].get("seed", 0)))
     return found
@@ -84,7 +84,7 @@ def checks(family: str, runs: list[dict]) -> list[tuple[str, bool, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path)
-    parser.add_argument("--variant", default="default")
+    parser.add_argument("--variant", default="candidate")
     args = parser.parse_args()
     failed = 0
     for family, runs in members(args.sweep, args.variant).items():
