@@ -42,7 +42,7 @@ AIR, BODY, INTERGROWTH, BOUNDARY = 0, 1, 2, 3
 class PhantomSpec:
     shape: tuple[int, int, int] = (48, 160, 160)
     seed: int = 0
-    family: str = "magnesium"  # or "composite", "rock"
+    family: str = "magnesium"  # or "composite", "rock" (``FAMILIES`` names them with their settings)
     noise: float = 0.04
     contrast: float = 0.12
     drift: float = 0.12
@@ -281,9 +281,13 @@ def _material_noise(spec: PhantomSpec, image: np.ndarray, rng: np.random.Generat
     return spec.noise * field / field.std() * (0.5 + image)
 
 
+def _check_family(name: str) -> None:
+    if name not in FAMILIES:
+        raise SrjaxError(f"unknown phantom family {name!r}; choose one of {', '.join(FAMILIES)}")
+
+
 def _geometry_of(spec: PhantomSpec):
-    if spec.family not in FAMILIES:
-        raise SrjaxError(f"unknown phantom family {spec.family!r}; choose one of {', '.join(FAMILIES)}")
+    _check_family(spec.family)
     return _geometry(spec) if spec.family == "magnesium" else _material(spec)
 
 
@@ -322,10 +326,10 @@ FAMILIES = {
     "cupping": PhantomSpec(family="composite", noise=0.07, rings=0.02, cupping=0.5),
     "rock": PhantomSpec(family="rock", noise=0.05, rings=0.02),
 }
-CLASSES = {"magnesium": 4, "composite": 3, "cupping": 3, "rock": 4}
+CLASSES = {name: 4 if spec.family == "magnesium" else len(_MATERIAL_LEVELS[spec.family])
+           for name, spec in FAMILIES.items()}
 
 
 def family(name: str, shape=(48, 160, 160), seed: int = 0) -> PhantomSpec:
-    if name not in FAMILIES:
-        raise SrjaxError(f"unknown phantom family {name!r}; choose one of {', '.join(FAMILIES)}")
+    _check_family(name)
     return dataclasses.replace(FAMILIES[name], shape=tuple(shape), seed=seed)

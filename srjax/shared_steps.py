@@ -3,8 +3,8 @@
 A sweep member whose pseudo labels, stage-2 or stage-3 weights another member has
 already made takes them from that member: the stage-1 record is copied and the label
 volume linked; the training checkpoint at this member's last step is hard-linked
-(copied where links cannot be made). The member's run directory is then what it would be had it
-done the work itself, and every later step runs as usual.
+(copied where links cannot be made). The member's run directory is then what it would
+be had it done the work itself, and every later step runs as usual.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
     for i, (m, c) in enumerate(zip(sweep.members, configs)):
         groups.setdefault(_stage2_key(m.volume, c, totals[i]) if share else str(i), []).append(i)
     planned, stage1_runs, stage3_runs = [], {}, {}
-    for indices in groups.values():
+    for stage2_key, indices in groups.items():
         longest = max(indices, key=lambda i: totals[i])
         stopping_points = tuple(sorted({totals[i] for i in indices} - {totals[longest]}))
         for i in [longest] + [i for i in indices if i != longest]:
@@ -189,8 +189,7 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
             run = out / "runs" / member.name
             stage1_from = stage1_runs.setdefault(_stage1_key(member.volume, config) if share else str(i), run)
             takes_stage2 = i != longest
-            stage3_key = json.dumps([_stage2_key(member.volume, config, totals[i]), totals[i],
-                                     dataclasses.asdict(config.stage3)]) if share else str(i)
+            stage3_key = json.dumps([stage2_key, totals[i], dataclasses.asdict(config.stage3)])
             stage3_from = stage3_runs.setdefault(stage3_key, run)
             planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
                                    out / "runs" / sweep.members[longest].name if takes_stage2 else None,

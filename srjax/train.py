@@ -100,13 +100,20 @@ def confident(probs, target, confidence, class_keep):
     or among the most confident ``class_keep`` share of the batch's pixels of its class, so
     no class the teacher predicts is masked out of existence (class-balanced self-training)."""
     score = probs.max(-1)
-    classes = jax.nn.one_hot(target, probs.shape[-1], dtype=bool).reshape(-1, probs.shape[-1])
-    # Per class, its scores in descending order (others last); its threshold is the score
-    # at rank class_keep * count.
-    ranked = -jnp.sort(jnp.where(classes, -score.reshape(-1, 1), jnp.inf), axis=0)
-    count = classes.sum(0)
-    rank = jnp.clip(jnp.ceil(class_keep * count).astype(jnp.int32) - 1, 0, ranked.shape[0] - 1)
-    threshold = jnp.where((class_keep > 0) & (count > 0), ranked[rank, jnp.arange(probs.shape[-1])], jnp.inf)
+    num_classes = probs.shape[-1]
+
+    def class_thresholds():
+        classes = jax.nn.one_hot(target, num_classes, dtype=bool).reshape(-1, num_classes)
+        # Per class, its scores in descending order (others last); its threshold is the score
+        # at rank class_keep * count.
+        ranked = -jnp.sort(jnp.where(classes, -score.reshape(-1, 1), jnp.inf), axis=0)
+        count = classes.sum(0)
+        rank = jnp.clip(jnp.ceil(class_keep * count).astype(jnp.int32) - 1, 0, ranked.shape[0] - 1)
+        return jnp.where(count > 0, ranked[rank, jnp.arange(num_classes)], jnp.inf)
+
+    # The sort costs a tenth of a CPU step; a run without class_keep skips it.
+    no_thresholds = functools.partial(jnp.full_like, score, jnp.inf, shape=(num_classes,))  # varying like score
+    threshold = jax.lax.cond(class_keep > 0, class_thresholds, no_thresholds)
     return (score > confidence) | (score >= threshold[target])
 
 
