@@ -70,6 +70,9 @@ class DataConfig:
     crop: int = _field(512, COUNT)
     batch_size: int = _field(16, COUNT)
     read_threads: int = _field(4, COUNT)
+    # Share of crops centred on a voxel of a class drawn evenly from those in the slice's
+    # labels (nnU-Net forces a third), so a rare class is seen in training at all.
+    class_crops: float = _field(0.0, FRACTION)
 
 
 @dataclasses.dataclass(frozen=True)

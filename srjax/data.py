@@ -39,9 +39,21 @@ def read_stack(volume, z: int, num_slices: int, rows: slice, cols: slice, low: f
     return np.moveaxis(normalise(stack, low, high), 0, -1)
 
 
+def class_centred_origin(labels: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of a ``crop``-square crop of a labelled slice, centred (as far as the
+    slice allows) on a random voxel of a class drawn evenly from the classes present."""
+    chosen = rng.choice(np.unique(labels))
+    ys, xs = np.nonzero(labels == chosen)
+    pick = int(rng.integers(len(ys)))
+    h, w = labels.shape
+    return (int(np.clip(ys[pick] - crop // 2, 0, h - crop)),
+            int(np.clip(xs[pick] - crop // 2, 0, w - crop)))
+
+
 @dataclasses.dataclass(frozen=True)
 class CropSampler(grain.transforms.RandomMap):
-    """Slice index -> a random square crop of its stack (and of its labels, if given)."""
+    """Slice index -> a random square crop of its stack (and of its labels, if given); a
+    ``class_crops`` share of them centred on a voxel of an evenly drawn class."""
 
     volume: object
     labels: object
@@ -49,11 +61,14 @@ class CropSampler(grain.transforms.RandomMap):
     crop: int
     low: float
     high: float
+    class_crops: float = 0.0
 
     def random_map(self, z, rng: np.random.Generator):
         _, h, w = self.volume.shape
         y0 = int(rng.integers(0, h - self.crop + 1))
         x0 = int(rng.integers(0, w - self.crop + 1))
+        if self.labels is not None and self.class_crops and rng.random() < self.class_crops:
+            y0, x0 = class_centred_origin(io.read(self.labels[int(z)], "pseudo labels"), self.crop, rng)
         rows, cols = slice(y0, y0 + self.crop), slice(x0, x0 + self.crop)
         item = {"image": read_stack(self.volume, int(z), self.num_slices, rows, cols, self.low, self.high)}
         if self.labels is not None:
@@ -91,7 +106,7 @@ def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, ep
     depth = volume.shape[0]
     check_sizes(config, volume.shape, epochs, steps)
     volume, labels = io.as_volume(volume), None if labels is None else io.as_volume(labels)
-    sampler = CropSampler(volume, labels, config.slices, config.crop, low, high)
+    sampler = CropSampler(volume, labels, config.slices, config.crop, low, high, config.class_crops)
     epochs, steps = batches(depth, config.batch_size, epochs, steps)
     dataset = (
         grain.MapDataset.range(depth)

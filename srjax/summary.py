@@ -114,6 +114,11 @@ def warnings(summary: dict) -> list[str]:
         share = entry["fraction"]["pseudo"]
         if share < MIN_SHARE:
             continue
+        kept = entry["agreement"]["pseudo -> stage2"]
+        if kept < MIN_AGREEMENT:
+            found.append(f"stage 2 keeps only {100 * kept:.1f}% of {entry['name']}'s pseudo-label voxels (below "
+                         f"{100 * MIN_AGREEMENT:.0f}%): the class is being lost; set data.class_crops=0.33 "
+                         "or train stage 2 longer")
         for stage, title in STAGES[1:]:
             if entry["fraction"][stage] < VANISH_RATIO * share:
                 found.append(f"{entry['name']} vanishes in {title}: {100 * share:.2f}% of the voxels in the pseudo "

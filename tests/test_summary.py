@@ -33,7 +33,7 @@ def test_summary_by_hand():
     assert b["mean_confidence"] == 0.5 and a["mean_confidence"] == 1.0
     assert s["agreement"]["pseudo -> stage2"] == 7 / 8 and s["agreement"]["pseudo -> stage3"] == 6 / 8
     assert s["confidence_histogram"]["counts"][-1] == 1 and sum(s["confidence_histogram"]["counts"]) == 8
-    assert s["warnings"] == []
+    assert [w[:50] for w in s["warnings"]] == ["stage 2 keeps only 50.0% of b's pseudo-label voxel"]
 
 
 def test_warnings_for_a_stage_2_that_did_not_learn_a_vanished_class_and_untrained_classes():
@@ -44,6 +44,7 @@ def test_warnings_for_a_stage_2_that_did_not_learn_a_vanished_class_and_untraine
     s = summary.summarise(counts, 3, ["air", "body", "shell"], kept_by_class=[0.4, 0.001, 0.0])
     text = "\n".join(s["warnings"])
     assert "stage 2 reproduces only 0.0% of its pseudo labels" in text
+    assert "stage 2 keeps only 0.0% of shell's pseudo-label voxels (below 80%)" in text
     assert "shell vanishes in stage 2: 20.00% of the voxels in the pseudo labels, 0.000% in stage 2" in text
     assert "shell vanishes in stage 3" in text
     assert "stage 3 trained body on almost no pixels" in text and "stage 3 trained shell" in text

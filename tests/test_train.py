@@ -1,5 +1,6 @@
 """Pure steps, EMA, data parallelism across simulated devices, and resuming."""
 
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -117,6 +118,23 @@ def test_a_step_budget_draws_the_same_crops_as_epochs_would(tiny_phantom):
     assert len(by_epochs) == 3 * 8 // 4 and len(by_steps) == 5
     for i in range(5):
         np.testing.assert_array_equal(by_steps[i]["image"], by_epochs[i]["image"])
+
+
+def test_class_crops_find_a_rare_class_that_random_crops_miss():
+    """One 2x2 speck of class 1 in 8 slices of 64x64: a random 16-pixel crop holds it about a
+    sixteenth of the time; with every crop class-centred, half of them are on it (two classes)."""
+    volume = np.zeros((8, 64, 64), np.float32)
+    labels = np.zeros((8, 64, 64), np.uint8)
+    labels[:, 60:62, 1:3] = 1  # at the border: the crop is clamped inside the slice
+    dc = cfg.DataConfig(slices=1, crop=16, batch_size=8, read_threads=1)
+    def share(class_crops):
+        ds = data.crop_dataset(volume, labels, dataclasses.replace(dc, class_crops=class_crops), 0.0, 1.0, 40, 0)
+        return np.mean([(batch["label"] == 1).any(axis=(1, 2)).mean() for batch in ds])
+    assert share(0.0) < 0.1
+    assert 0.4 < share(1.0) < 0.6
+    assert share(0.5) == pytest.approx(share(0.0) / 2 + share(1.0) / 2, abs=0.05)
+    rng = np.random.default_rng(0)
+    assert {data.class_centred_origin(labels[0], 16, rng) for _ in range(40)} >= {(48, 0)}
 
 
 def _stage3_member(tmp_path, model, params, phantom, config, seed: int, learning_rate: float, confidence: float,
