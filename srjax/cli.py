@@ -214,7 +214,8 @@ def cmd_sweep(args) -> None:
                          "for example srjax sweep experiments/seeds.py --out seeds-sweep")
     study = sweep.load(args.file, args.size)
     print(f"sweep {study.name}: {len(study.members)} members at size {args.size}")
-    rows = sweep.run_sweep(study, args.out, args.size, str(args.file), populations=args.populations)
+    rows = sweep.run_sweep(study, args.out, args.size, str(args.file), populations=args.populations,
+                           members=tuple(args.members), prior=tuple(args.prior))
     print(f"{len(rows)} members finished; results in {args.out}: results.md, results.csv, results.json, results.png")
 
 
@@ -304,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--populations", action=argparse.BooleanOptionalAction, default=None,
                    help="train members that differ only in values (seed, learning rate, δ, α, ...) as one vmapped "
                    "population; default: on an accelerator only (on a CPU they are slower than one by one)")
+    p.add_argument("--members", nargs="+", default=[], metavar="PATTERN",
+                   help="run only the members whose name matches one of these shell patterns, e.g. "
+                   "'*,candidate,*' or '*seed=0': a share of a long study")
+    p.add_argument("--prior", action="append", default=[], metavar="DIR",
+                   help="a sweep directory (or its results.json) of the same study and size: members it finished "
+                   "are not rerun and join this directory's tables (repeatable)")
     p.add_argument("--status", metavar="DIR", help="print what each member of the sweep in DIR has done, and stop")
     p.set_defaults(func=cmd_sweep)
 

@@ -1,4 +1,5 @@
-"""A sweep's results, rebuilt from its run directories alone.
+"""A sweep's results, rebuilt from its run directories and the rows it carries from
+earlier sweep directories of the same study (``carried.json``, see ``srjax.sweep``).
 
 ``results.csv`` and ``results.json`` hold one row per finished member (its axes, seed,
 pixel accuracy, mIoU and per-class IoU of the pseudo labels, stage 2 and stage 3, the
@@ -42,14 +43,26 @@ def _row(member: dict, run: rundir.RunDir, axes: list[str]) -> dict:
     return row
 
 
+def carry(out: Path, rows: dict[str, dict]) -> None:
+    """Add ``rows`` (member name -> row) of members finished in another sweep directory."""
+    path = out / "carried.json"
+    carried = json.loads(path.read_text()) if path.exists() else {}
+    if rows:
+        write_json(path, {**carried, **rows})
+
+
 def collect(out: Path) -> tuple[dict, list[dict]]:
-    """The sweep record and a row for every finished member of the sweep in ``out``."""
+    """The sweep record and a row for every member finished in ``out`` or carried into it."""
     record = json.loads((out / "sweep.json").read_text())
+    carried_path = out / "carried.json"
+    carried = json.loads(carried_path.read_text()) if carried_path.exists() else {}
     rows = []
     for member in record["members"]:
         run = rundir.RunDir(out / "runs" / member["name"])
         if run.finished:
             rows.append(_row(member, run, record["axes"]))
+        elif member["name"] in carried:
+            rows.append(carried[member["name"]])
     return record, rows
 
 
@@ -160,6 +173,7 @@ def write(out: Path) -> list[dict]:
             tmp.write_text(text)
     if rows and any(row.get("stage3.miou") is not None for row in rows):
         figure(out / "results.png", record, rows)
+        here = [row for row in rows if rundir.RunDir(out / "runs" / row["member"]).finished]
         for name in record.get("figures", []):
-            FIGURES[name](out / f"{name}.png", record, rows, out)
+            FIGURES[name](out / f"{name}.png", record, here, out)
     return rows

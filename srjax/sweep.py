@@ -20,12 +20,20 @@ Work is shared, not redone (``srjax.shared_steps``):
 Members run breadth-first (``srjax.lockstep``): those whose training differs only in
 values can train as one vmapped population. A killed sweep, rerun, finishes only what
 is missing: each member resumes or skips.
+
+A study too long for one sitting or one machine is run in shares: ``members`` (name
+patterns) picks the members one invocation runs, and ``prior`` carries the results of
+members another sweep directory of the same study finished (on another host, or an
+earlier run whose directory is gone but whose results.json was kept): they are not
+rerun and their rows join this directory's tables.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -210,10 +218,21 @@ def _volume_paths(out: Path, name: str, volume) -> tuple[Path, Path | None]:
     return paths
 
 
+def _config_hash(config: cfg.Config) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _record(sweep: Sweep, size: str, source: str) -> dict:
     return {"sweep": sweep.name, "file": source, "size": size, "axes": sweep.axes, "figures": list(sweep.figures),
             "members": [{"name": m.name, "volume": m.volume, "overrides": dict(m.overrides),
-                         **({"variant": m.variant} if m.variant else {})} for m in sweep.members]}
+                         "config": _config_hash(sweep.config(m)), **({"variant": m.variant} if m.variant else {})}
+                        for m in sweep.members]}
+
+
+def _settings(record: dict) -> list[tuple]:
+    """What makes a member the same member: its name, volume and overrides (the resolved
+    config is the run directory's to check)."""
+    return [(m["name"], m["volume"], m["overrides"], m.get("variant")) for m in record["members"]]
 
 
 def _claim(out: Path, record: dict) -> None:
@@ -221,7 +240,7 @@ def _claim(out: Path, record: dict) -> None:
     path = out / "sweep.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if (old["sweep"], old["size"], old["members"]) != (record["sweep"], record["size"], record["members"]):
+        if (old["sweep"], old["size"], _settings(old)) != (record["sweep"], record["size"], _settings(record)):
             raise SrjaxError(f"{out} holds the sweep {old['sweep']!r} at size {old['size']}, not this one; "
                              "pass a new --out")
     elif out.exists() and any(entry.name != ".sweep.lock" for entry in out.iterdir()):
@@ -245,9 +264,53 @@ def check(sweep: Sweep, paths: dict, mesh) -> None:
             raise SrjaxError(f"sweep member {member.name}: {err}") from None
 
 
+def select(sweep: Sweep, patterns: tuple[str, ...]) -> Sweep:
+    """The sweep with only the members whose name matches one of ``patterns`` (shell-style,
+    e.g. ``'*,candidate,*'``); all of them when there are none."""
+    if not patterns:
+        return sweep
+    chosen = tuple(m for m in sweep.members if any(fnmatch.fnmatchcase(m.name, p) for p in patterns))
+    if not chosen:
+        raise SrjaxError(f"--members {' '.join(patterns)} matches no member of sweep {sweep.name}; "
+                         f"member names look like {sweep.members[0].name!r}")
+    return dataclasses.replace(sweep, members=chosen)
+
+
+def prior_rows(sweep: Sweep, size: str, paths: tuple[str | Path, ...]) -> dict[str, dict]:
+    """Member name -> results row, from the results.json of earlier sweep directories of
+    this study at this size; each member must have had the settings it has now."""
+    members = {m.name: m for m in sweep.members}
+    rows = {}
+    for path in paths:
+        path = absolute(path)
+        path = path / "results.json" if path.is_dir() else path
+        if not path.is_file():
+            raise SrjaxError(f"--prior {path} does not exist; pass a sweep directory or its results.json")
+        try:
+            old = json.loads(path.read_text())
+            record, old_rows = old["sweep"], old["rows"]
+        except (ValueError, KeyError, TypeError):
+            raise SrjaxError(f"--prior {path} is not an srjax sweep's results.json") from None
+        if (record["sweep"], record["size"]) != (sweep.name, size):
+            raise SrjaxError(f"--prior {path} holds sweep {record['sweep']!r} at size {record['size']}, "
+                             f"not {sweep.name!r} at size {size}")
+        configs = {m["name"]: m.get("config") for m in record["members"]}
+        for row in old_rows:
+            member = members.get(row["member"])
+            if member is None:
+                continue
+            if configs.get(member.name) != _config_hash(sweep.config(member)):
+                raise SrjaxError(f"--prior {path} ran member {member.name} with another config than the sweep "
+                                 "file gives it now; drop that --prior or rerun the member")
+            rows[member.name] = row
+    return rows
+
+
 def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, share: bool = True,
-              populations: bool | None = None, progress: bool = True) -> list[dict]:
-    """Run every member that is not finished; return and write the results table.
+              populations: bool | None = None, progress: bool = True, members: tuple[str, ...] = (),
+              prior: tuple[str | Path, ...] = ()) -> list[dict]:
+    """Run every member (of those ``members`` matches) that is not finished here or in a
+    ``prior`` sweep directory; return and write the results table.
 
     ``populations`` trains members that differ only in values as one vmapped population
     (``srjax.lockstep``); by default on an accelerator only, where it costs about one
@@ -255,16 +318,21 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
     """
     out = absolute(out)
     check_parent_writable(out)
+    carried = prior_rows(sweep, size, prior)
+    chosen = select(sweep, members)
+    todo = dataclasses.replace(chosen, members=tuple(m for m in chosen.members if m.name not in carried))
     out.mkdir(parents=True, exist_ok=True)
     if populations is None:
         populations = jax.default_backend() != "cpu"
     with exclusive(out / ".sweep.lock", f"sweep directory {out}"), contextlib.ExitStack() as held:
         _claim(out, _record(sweep, size, source))
-        paths = {name: _volume_paths(out, name, volume) for name, volume in sweep.volumes.items()}
-        check(sweep, paths, train.make_mesh())
+        results.carry(out, carried)
+        paths = {name: _volume_paths(out, name, volume) for name, volume in sweep.volumes.items()
+                 if any(m.volume == name for m in todo.members)}
+        check(todo, paths, train.make_mesh())
         depths = {name: io.open_volume(path, "volume").shape[0] for name, (path, _) in paths.items()}
         runs = []
-        for planned in plan(sweep, out, depths, share):
+        for planned in plan(todo, out, depths, share):
             volume, truth = paths[planned.member.volume]
             ctx = held.enter_context(pipeline.opened_run(volume, planned.run, planned.config, truth, preset=size,
                                                          progress=False))

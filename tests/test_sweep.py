@@ -3,6 +3,7 @@ would be computed the same, a killed sweep finishes only what is missing, and th
 results table is rebuilt from the run directories alone."""
 
 import concurrent.futures
+import dataclasses
 import json
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from conftest import read_all, subprocess_env
 from srjax import results, sweep, train
 from srjax.cli import main
+from srjax.config import apply_overrides
 from srjax.errors import SrjaxError
 from srjax.pipeline import run_pipeline
 
@@ -81,6 +83,29 @@ def test_a_killed_sweep_finishes_only_what_is_missing(tmp_path):
     assert main(["sweep", str(file), "--size", "tiny", "--out", str(out)]) == 0
     assert {p: p.read_text() for p in out.glob("runs/*/timings.json")} == timings
     assert json.loads((out / "results.json").read_text())["rows"] == rows
+
+
+def test_a_study_run_in_shares_gathers_into_one_table(tmp_path):
+    """Seed 0 in one directory, seed 1 in another that carries seed 0's row: one table, as
+    if one sweep had run both; a prior whose member had other settings is refused."""
+    file = _write_sweep(tmp_path / "two_seeds.py", {}, seeds=(0, 1))
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["sweep", str(file), "--size", "tiny", "--out", str(first), "--members", "*seed=0"]) == 0
+    assert [p.name for p in (first / "runs").iterdir()] == ["seed=0"]
+    assert main(["sweep", str(file), "--size", "tiny", "--out", str(second), "--prior", str(first)]) == 0
+    assert [p.name for p in (second / "runs").iterdir()] == ["seed=1"]  # seed 0 was not rerun
+    rows = json.loads((second / "results.json").read_text())["rows"]
+    assert [row["member"] for row in rows] == ["seed=0", "seed=1"]
+    assert rows[0] == json.loads((first / "results.json").read_text())["rows"][0]
+    assert "| all | 2 |" in (second / "results.md").read_text()
+
+    with pytest.raises(SrjaxError, match="matches no member"):
+        sweep.run_sweep(sweep.load(file, "tiny"), tmp_path / "none", "tiny", members=("seed=7",), progress=False)
+    study = sweep.load(file, "tiny")
+    changed = dataclasses.replace(study, base=apply_overrides(study.base, ["stage3.confidence=0.7"]))
+    with pytest.raises(SrjaxError, match="another config"):
+        sweep.run_sweep(changed, tmp_path / "third", "tiny", prior=(first,), progress=False)
+    assert not (tmp_path / "third").exists()
 
 
 def test_a_shorter_stage2_taken_from_a_longer_one_is_the_run_alone(tmp_path):
