@@ -2,8 +2,8 @@
 earlier sweep directories of the same study (``carried.json``, see ``srjax.sweep``).
 
 ``results.csv`` and ``results.json`` hold one row per finished member (its axes, seed,
-pixel accuracy, mIoU and per-class IoU of the pseudo labels, stage 2 and stage 3, the
-mean confidence, and the seconds of every step); ``results.md`` a table per axis with
+pixel accuracy, mIoU, per-class IoU and per-class voxel share of the pseudo labels,
+stage 2 and stage 3, the mean confidence, and the seconds of every step); ``results.md`` a table per axis with
 mean ± sd over the members that share a value; ``results.png`` the mIoU against each
 axis, one point per member.
 """
@@ -37,6 +37,8 @@ def _row(member: dict, run: rundir.RunDir, axes: list[str]) -> dict:
             row[f"{stage}.{score}"] = scores.get(score)
         for cls, iou in scores.get("iou", {}).items():
             row[f"{stage}.iou.{cls}"] = iou
+    for entry in metrics["summary"]["classes"]:  # the share of the voxels each stage gives each class
+        row.update({f"{stage}.share.{entry['id']}": entry["fraction"][stage] for stage, _ in STAGES})
     row["stage2.mean_confidence"] = metrics["summary"].get("stage2_mean_confidence")
     row["stage3.mean_confidence"] = metrics["summary"]["mean_confidence"]
     row.update({f"seconds.{step}": seconds for step, seconds in metrics["seconds"].items()})

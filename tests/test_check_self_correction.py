@@ -14,36 +14,33 @@ def _tool():
     return module
 
 
-def _metrics(pseudo, stage2, stage3, intergrowth=(0.3, 0.3), vanished=False):
-    def scores(acc, miou, iou2):
-        return {"pixel_accuracy": acc, "miou": miou, "iou": {"1": miou, "2": iou2, "3": miou}}
+def _row(member, volume, seed, pseudo, stage2, stage3, intergrowth=(0.3, 0.3), vanished=False):
+    row = {"member": member, "volume": volume, "seed": seed}
+    for stage, (acc, miou), iou2 in (("pseudo", pseudo, intergrowth[0]), ("stage2", stage2, 0.3),
+                                     ("stage3", stage3, intergrowth[1])):
+        row.update({f"{stage}.pixel_accuracy": acc, f"{stage}.miou": miou, f"{stage}.iou.1": miou,
+                    f"{stage}.iou.2": iou2, f"{stage}.iou.3": miou, f"{stage}.share.0": 0.5,
+                    f"{stage}.share.2": 0.0 if vanished and stage == "stage3" else 0.1})
+    return row
 
-    classes = [{"name": "c0", "fraction": {"pseudo": 0.5, "stage3": 0.5}},
-               {"name": "c2", "fraction": {"pseudo": 0.1, "stage3": 0.0 if vanished else 0.1}}]
-    return {"pseudo": scores(*pseudo, intergrowth[0]), "stage2": scores(*stage2, 0.3),
-            "stage3": scores(*stage3, intergrowth[1]), "summary": {"classes": classes}}
 
-
-def _sweep(tmp_path, runs: dict) -> Path:
-    members = []
-    for name, (volume, seed, metrics) in runs.items():
-        members.append({"name": name, "volume": volume, "overrides": {"seed": seed}, "variant": "candidate"})
-        (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps(metrics))
-    (tmp_path / "sweep.json").write_text(json.dumps({"members": members}))
+def _sweep(tmp_path, rows: list[dict]) -> Path:
+    members = [{"name": row["member"], "volume": row["volume"], "overrides": {"seed": row["seed"]},
+                "variant": "candidate"} for row in rows]
+    (tmp_path / "results.json").write_text(json.dumps({"sweep": {"members": members}, "rows": rows}))
     return tmp_path
 
 
 def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
     tool = _tool()
-    out = _sweep(tmp_path, {
-        "m0": ("magnesium", 0, _metrics((0.7, 0.60), (0.75, 0.65), (0.80, 0.72), intergrowth=(0.3, 0.4))),
-        "m1": ("magnesium", 1, _metrics((0.7, 0.60), (0.75, 0.65), (0.69, 0.70), intergrowth=(0.3, 0.25))),
-        "c0": ("composite", 0, _metrics((0.9, 0.90), (0.9, 0.90), (0.9, 0.895))),
-        "c1": ("composite", 1, _metrics((0.9, 0.90), (0.9, 0.90), (0.9, 0.88), vanished=True)),
-    })
-    found = {family: {name: holds for name, holds, _ in tool.checks(family, runs)}
-             for family, runs in tool.members(out, "candidate").items()}
+    out = _sweep(tmp_path, [
+        _row("m0", "magnesium", 0, (0.7, 0.60), (0.75, 0.65), (0.80, 0.72), intergrowth=(0.3, 0.4)),
+        _row("m1", "magnesium", 1, (0.7, 0.60), (0.75, 0.65), (0.69, 0.70), intergrowth=(0.3, 0.25)),
+        _row("c0", "composite", 0, (0.9, 0.90), (0.9, 0.90), (0.9, 0.895)),
+        _row("c1", "composite", 1, (0.9, 0.90), (0.9, 0.90), (0.9, 0.88), vanished=True),
+    ])
+    found = {family: {name: holds for name, holds, _ in tool.checks(family, rows)}
+             for family, rows in tool.members(out, "candidate").items()}
     magnesium, composite = found["magnesium"], found["composite"]
     assert not magnesium["stage 3 above the pseudo labels in pixel_accuracy on every seed"]  # seed 1: 0.69 < 0.7
     assert magnesium["stage 3 above the pseudo labels in miou on every seed"]

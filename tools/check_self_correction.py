@@ -2,8 +2,9 @@
 
   python tools/check_self_correction.py SWEEP_DIR [--variant candidate]
 
-Reads the finished members of a sweep of ``experiments/self_correction.py`` (or any
-sweep over the phantom families) and prints, for the variant, one line per check and
+Reads the results.json of a sweep of ``experiments/self_correction.py`` (or of any
+sweep over the phantom families; its members finished there or carried from a
+``--prior``) and prints, for the variant, one line per check and
 family with every seed's figure:
 
   * failure families (magnesium: drift; cupping: beam hardening): stage 3 above the pseudo
@@ -29,28 +30,26 @@ PAPER_GAIN = 0.1594
 
 
 def members(out: Path, variant: str) -> dict[str, list[dict]]:
-    """family -> the finished members of ``variant``, each its metrics.json with its seed."""
-    record = json.loads((out / "sweep.json").read_text())
+    """family -> the results rows of ``variant``'s finished members."""
+    results = json.loads((out / "results.json").read_text())
+    chosen = {m["name"] for m in results["sweep"]["members"] if m.get("variant") == variant}
     found: dict[str, list[dict]] = {}
-    for member in record["members"]:
-        path = out / "runs" / member["name"] / "metrics.json"
-        if member.get("variant") == variant and path.exists():
-            metrics = json.loads(path.read_text())
-            found.setdefault(member["volume"], []).append(dict(metrics, seed=member["overrides"].get("seed", 0)))
+    for row in results["rows"]:
+        if row["member"] in chosen:
+            found.setdefault(row["volume"], []).append(row)
     return found
 
 
-def checks(family: str, runs: list[dict]) -> list[tuple[str, bool, str]]:
+def checks(family: str, rows: list[dict]) -> list[tuple[str, bool, str]]:
     """(check, holds, the figures it rests on) for one family's seeds."""
-    seeds = [run["seed"] for run in runs]
+    seeds = [row["seed"] for row in rows]
 
     def per_seed(values):
         return ", ".join(f"{seed}: {value:+.4f}" if isinstance(value, float) else f"{seed}: {value}"
                          for seed, value in zip(seeds, values))
 
-    score = {stage: {key: np.array([run[stage][key] for run in runs]) for key in ("pixel_accuracy", "miou")}
+    score = {stage: {key: np.array([row[f"{stage}.{key}"] for row in rows]) for key in ("pixel_accuracy", "miou")}
              for stage in ("pseudo", "stage2", "stage3")}
-    iou = {stage: [run[stage]["iou"] for run in runs] for stage in ("pseudo", "stage3")}
     out = []
     if family in FAILURES:
         for key in ("pixel_accuracy", "miou"):
@@ -67,12 +66,12 @@ def checks(family: str, runs: list[dict]) -> list[tuple[str, bool, str]]:
         drop = score["stage3"]["miou"] - score["pseudo"]["miou"]
         out.append(("stage 3 never more than 1 mIoU point below the pseudo labels", bool((drop >= -0.01).all()),
                     per_seed(drop.tolist())))
-    lost = [[entry["name"] for entry in run["summary"]["classes"]
-             if entry["fraction"]["pseudo"] > 0 and entry["fraction"]["stage3"] == 0] for run in runs]
+    classes = sorted({key.split(".")[-1] for row in rows for key in row if key.startswith("pseudo.share.")}, key=int)
+    lost = [[c for c in classes if row[f"pseudo.share.{c}"] > 0 and row[f"stage3.share.{c}"] == 0] for row in rows]
     out.append(("no class of the pseudo labels vanishes in stage 3", not any(lost), per_seed(lost)))
     if family in ("rock", "magnesium"):
         cls = "3" if family == "rock" else "2"
-        change = np.array([s[cls] - p[cls] for s, p in zip(iou["stage3"], iou["pseudo"])])
+        change = np.array([row[f"stage3.iou.{cls}"] - row[f"pseudo.iou.{cls}"] for row in rows])
         if family == "rock":
             name, holds = "rare phase IoU >= its pseudo-label IoU - 0.05 on every seed", (change >= -0.05).all()
         else:
@@ -87,9 +86,9 @@ def main() -> None:
     parser.add_argument("--variant", default="candidate")
     args = parser.parse_args()
     failed = 0
-    for family, runs in members(args.sweep, args.variant).items():
-        print(f"{family} ({len(runs)} seeds):")
-        for name, holds, figures in checks(family, runs):
+    for family, rows in members(args.sweep, args.variant).items():
+        print(f"{family} ({len(rows)} seeds):")
+        for name, holds, figures in checks(family, rows):
             failed += not holds
             print(f"  {'PASS' if holds else 'FAIL'}  {name}: {figures}")
     print(f"{failed} check(s) failed")
