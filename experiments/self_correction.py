@@ -36,6 +36,7 @@ SWITCHES = {
     "whole_slice_inference": {"predict_tiled": False},
     "eight_views": {"predict_views": 8},
     "cutmix": {"stage3.cutmix": 0.5},
+    "teacher_four_views": {"stage3.teacher_views": 4},
     "class_balanced_confidence": {"stage3.confidence": 0.9, "stage3.class_keep": 0.5},
     "stage3_twice_as_long": {"stage3.steps": 2400},
 }

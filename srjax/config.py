@@ -127,6 +127,8 @@ class Stage3Config(TrainingConfig):
     # Weight of the loss against the pseudo labels next to the teacher's (the paper drops it: 0).
     anchor: float = _field(0.0, NON_NEGATIVE)
     cutmix: float = _field(0.0, FRACTION)  # probability a student crop gets a box of the next crop pasted in
+    # Dihedral views the teacher's probabilities are averaged over when it labels a crop (test-time augmentation).
+    teacher_views: int = _field(1, Range(low=1, high=8))
 
 
 @dataclasses.dataclass(frozen=True)

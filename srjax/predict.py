@@ -19,7 +19,7 @@ from srjax import augment
 from srjax.data import read_stack
 from srjax.outputs import check_interrupt
 from srjax.progress import bar as progress_bar
-from srjax.train import batch_sharded, replicated
+from srjax.train import batch_sharded, replicated, view_probabilities
 
 
 def window_starts(size: int, window: int) -> list[int]:
@@ -35,16 +35,6 @@ def gaussian_window(size: int) -> np.ndarray:
     profile = np.exp(-((np.arange(size) - centre) ** 2) / (2 * sigma**2))
     weight = np.outer(profile, profile)
     return np.maximum(weight / weight.max(), 1e-3).astype(np.float32)
-
-
-def view_probabilities(model, params, images, views: int):
-    """Softmax of ``images`` [N, h, w, S], averaged over the first ``views`` dihedral views
-    (each mapped back to the input's orientation)."""
-    total = 0.0
-    for view in range(views):
-        probs = jax.nn.softmax(model.apply({"params": params}, augment.dihedral_all(images, view), train=False))
-        total = total + augment.dihedral_all(probs, augment.DIHEDRAL_INVERSE[view])
-    return total / views
 
 
 def tiled_probabilities(model, params, images, window: int, views: int):

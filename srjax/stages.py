@@ -118,7 +118,8 @@ class TrainingStage:
         """What this run's compiled step is specialised on (runs of equal kinds share one)."""
         settings = self.settings(ctx)
         return train.StepKind(self.method(ctx), ctx.model, OptimizerSpec.of(settings, self.total_steps(ctx)),
-                              ctx.config.loss.name, getattr(settings, "weak_augment", True))
+                              ctx.config.loss.name, getattr(settings, "weak_augment", True),
+                              getattr(settings, "teacher_views", 1))
 
     def member(self, ctx: Context) -> train.Member:
         settings, dc = self.settings(ctx), ctx.config.data

@@ -229,20 +229,26 @@ def _record(sweep: Sweep, size: str, source: str) -> dict:
                         for m in sweep.members]}
 
 
-def _settings(record: dict) -> list[tuple]:
-    """What makes a member the same member: its name, volume and overrides (the resolved
+def _settings(record: dict) -> dict:
+    """What makes a member the same member: its volume and overrides, by name (the resolved
     config is the run directory's to check)."""
-    return [(m["name"], m["volume"], m["overrides"], m.get("variant")) for m in record["members"]]
+    return {m["name"]: (m["volume"], m["overrides"], m.get("variant")) for m in record["members"]}
 
 
 def _claim(out: Path, record: dict) -> None:
-    """The sweep directory holds this sweep, or nothing yet."""
+    """The sweep directory holds this sweep, or nothing yet. A study may gain or drop
+    members between runs; a member it keeps must keep its settings."""
     path = out / "sweep.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if (old["sweep"], old["size"], _settings(old)) != (record["sweep"], record["size"], _settings(record)):
+        if (old["sweep"], old["size"]) != (record["sweep"], record["size"]):
             raise SrjaxError(f"{out} holds the sweep {old['sweep']!r} at size {old['size']}, not this one; "
                              "pass a new --out")
+        new = _settings(record)
+        changed = [name for name, settings in _settings(old).items() if new.get(name, settings) != settings]
+        if changed:
+            raise SrjaxError(f"{out} ran member {changed[0]} with other settings than the sweep file gives it "
+                             "now; pass a new --out")
     elif out.exists() and any(entry.name != ".sweep.lock" for entry in out.iterdir()):
         raise SrjaxError(f"--out {out} holds files that are not an srjax sweep; choose a new or empty directory")
     write_json(path, record)

@@ -117,16 +117,28 @@ def confident(probs, target, confidence, class_keep):
     return (score > confidence) | (score >= threshold[target])
 
 
-def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn):
-    """One Unbiased-Teacher step: the teacher labels a weak view, the student learns a strong
-    one (boxes pasted between crops with probability ``cutmix``, labels alike), and with
-    weight ``anchor`` the crop's pseudo labels too."""
+def view_probabilities(model, params, images, views: int):
+    """Softmax of ``images`` [N, h, w, S], averaged over the first ``views`` dihedral views
+    (each mapped back to the input's orientation)."""
+    total = 0.0
+    for view in range(views):
+        probs = jax.nn.softmax(model.apply({"params": params}, augment.dihedral_all(images, view), train=False))
+        total = total + augment.dihedral_all(probs, augment.DIHEDRAL_INVERSE[view])
+    return total / views
+
+
+def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, optimizer, loss_fn,
+                          teacher_views: int = 1):
+    """One Unbiased-Teacher step: the teacher labels a weak view (its probabilities averaged
+    over ``teacher_views`` dihedral views of it), the student learns a strong one (boxes
+    pasted between crops with probability ``cutmix``, labels alike), and with weight
+    ``anchor`` the crop's pseudo labels too."""
     values = state.values
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     mix_key = jax.random.fold_in(strong_key, 1)  # apart from the three, so a run without CutMix draws as before
     weak, pseudo_labels = augment.weak(weak_key, batch["image"], batch["label"])
     strong = augment.strong(strong_key, weak, values["strong_probability"])
-    probs = jax.nn.softmax(model.apply({"params": state.teacher}, weak, train=False))
+    probs = view_probabilities(model, state.teacher, weak, teacher_views)
     target = probs.argmax(-1)
     keep = confident(probs, target, values["confidence"], values["class_keep"])
     boxes = augment.cutmix_boxes(mix_key, weak.shape[0], weak.shape[1], values["cutmix"])
@@ -200,6 +212,7 @@ class StepKind:
     optimizer: OptimizerSpec
     loss: str
     weak_augment: bool = True  # stage 2 only
+    teacher_views: int = 1  # stage 3 only: the number of teacher forward passes is the program's
 
 
 def step_function(kind: StepKind, optimizer) -> Callable:
@@ -207,7 +220,7 @@ def step_function(kind: StepKind, optimizer) -> Callable:
     bound = {"model": kind.model, "optimizer": optimizer, "loss_fn": pixel_loss(kind.loss)}
     if kind.method == "stage2":
         return functools.partial(stage2_step, weak_augment=kind.weak_augment, **bound)
-    return functools.partial(STAGE3_METHODS[kind.method].step, **bound)
+    return functools.partial(STAGE3_METHODS[kind.method].step, teacher_views=kind.teacher_views, **bound)
 
 
 @functools.cache

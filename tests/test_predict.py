@@ -25,7 +25,7 @@ def _model_and_params():
 def test_one_window_the_size_of_the_slice_is_whole_slice_inference():
     model, params = _model_and_params()
     images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-    whole = predict.view_probabilities(model, params, images, 1)
+    whole = train.view_probabilities(model, params, images, 1)
     np.testing.assert_allclose(predict.tiled_probabilities(model, params, images, 32, 1), whole, atol=1e-6)
 
 
@@ -39,7 +39,7 @@ def test_blended_windows_are_a_weighted_mean_of_each_windows_probabilities():
     weights = np.zeros((48, 48, 1))
     for y in (0, 16):
         for x in (0, 16):
-            probs = np.asarray(predict.view_probabilities(model, params, images[:, y:y + 32, x:x + 32], 1))[0]
+            probs = np.asarray(train.view_probabilities(model, params, images[:, y:y + 32, x:x + 32], 1))[0]
             total[y:y + 32, x:x + 32] += probs * weight
             weights[y:y + 32, x:x + 32] += weight
     np.testing.assert_allclose(tiled[0], total / weights, atol=1e-5)
@@ -50,6 +50,6 @@ def test_view_averaging_is_invariant_to_the_views_of_its_input():
     """Averaged over all 8 views, the probabilities of a rotated stack are the rotated probabilities."""
     model, params = _model_and_params()
     images = jax.random.uniform(jax.random.key(2), (1, 32, 32, 3))
-    averaged = predict.view_probabilities(model, params, images, 8)
-    rotated = predict.view_probabilities(model, params, jnp.rot90(images, 1, axes=(1, 2)), 8)
+    averaged = train.view_probabilities(model, params, images, 8)
+    rotated = train.view_probabilities(model, params, jnp.rot90(images, 1, axes=(1, 2)), 8)
     np.testing.assert_allclose(rotated, jnp.rot90(averaged, 1, axes=(1, 2)), atol=1e-5)

@@ -226,13 +226,22 @@ def test_bad_sweeps_are_refused_before_any_work(tmp_path, capsys):
     assert "not a sweep directory" in capsys.readouterr().err
 
 
-def test_another_sweep_in_a_sweep_directory_is_refused(tmp_path):
+def test_another_sweep_or_a_changed_member_in_a_sweep_directory_is_refused(tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "sweep.json").write_text(json.dumps({"sweep": "other", "size": "tiny", "members": []}))
     study = sweep.load(_write_sweep(tmp_path / "s.py", {}, seeds=(0, 1)), "tiny")
     with pytest.raises(SrjaxError, match="holds the sweep 'other'"):
         sweep.run_sweep(study, out, "tiny", progress=False)
+
+    # The same study may gain a member; a member it keeps may not change its settings.
+    record = sweep._record(study, "tiny", "s.py")
+    (out / "sweep.json").write_text(json.dumps(dict(record, members=record["members"][:1])))
+    sweep._claim(out, record)
+    changed = json.loads(json.dumps(record))
+    changed["members"][1]["overrides"]["seed"] = 7
+    with pytest.raises(SrjaxError, match="ran member seed=1 with other settings"):
+        sweep._claim(out, changed)
 
 
 def test_results_markdown_gives_mean_and_sample_sd_per_axis_value():

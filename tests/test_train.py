@@ -15,7 +15,7 @@ import pytest
 
 from srjax import config as cfg
 from srjax import presets
-from srjax import data, train
+from srjax import augment, data, train
 from srjax.losses import loss_values
 from srjax.models import build_model
 from srjax.optim import OptimizerSpec, optimizer_from
@@ -231,3 +231,23 @@ def test_class_keep_keeps_each_classes_most_confident_share():
     np.testing.assert_array_equal(train.confident(probs, target, 0.9, 0.5)[0, 0], [1, 1, 0, 0, 1, 0])
     np.testing.assert_array_equal(train.confident(probs, target, 0.9, 1.0)[0, 0], [1, 1, 1, 1, 1, 1])
     np.testing.assert_array_equal(train.confident(probs, target, 0.5, 0.0)[0, 0], [1, 1, 1, 1, 1, 1])
+
+
+def test_a_teacher_with_eight_views_labels_each_crop_with_their_average():
+    """With ``teacher_views=8`` the teacher's labels of any weak view are the argmax of the
+    8-view average, worked out here on the crop as read; with one view they are not."""
+    model = build_model("unet", 3, "tiny", 0.0)
+    images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+    params = model.init(jax.random.key(1), images[:1])["params"]
+    average = sum(augment.dihedral_all(jax.nn.softmax(model.apply({"params": params}, augment.dihedral_all(images, v))),
+                                       augment.DIHEDRAL_INVERSE[v]) for v in range(8))
+    batch = {"image": images, "label": jnp.asarray(average.argmax(-1))}
+    values = {"loss": loss_values(cfg.LossConfig()), **train.unbiased_teacher_values(cfg.Stage3Config())}
+    optimizer = optimizer_from(OptimizerSpec.of(cfg.Stage3Config(), 1), 1e-3)
+    agreement = {}
+    for views in (1, 8):
+        state = train.teacher_student_state(params, optimizer, values)
+        _, metrics = train.unbiased_teacher_step(state, batch, jax.random.key(2), model=model, optimizer=optimizer,
+                                                 loss_fn=train.pixel_loss("label_smoothing"), teacher_views=views)
+        agreement[views] = float(metrics["pseudo_agreement"])
+    assert agreement[8] == 1.0 and agreement[1] < 1.0
