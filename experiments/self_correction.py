@@ -38,6 +38,7 @@ SWITCHES = {
     "cutmix": {"stage3.cutmix": 0.5},
     "teacher_four_views": {"stage3.teacher_views": 4},
     "class_balanced_confidence": {"stage3.confidence": 0.9, "stage3.class_keep": 0.5},
+    "slower_teacher": {"stage3.ema": 0.999},
     "stage3_twice_as_long": {"stage3.steps": 2400},
 }
 # At the tiny size (the test suite runs every study) one variant per kind of sharing is enough.

@@ -161,8 +161,9 @@ def flat(config: Config) -> dict:
 
 
 def differences(old: dict, new: Config) -> list[str]:
-    """The result-changing keys on which a recorded config (a dict) and ``new`` differ, as 'key: old -> new'."""
-    before, after = dict(_flatten(old)), flat(new)
+    """The result-changing keys on which a recorded config (a dict) and ``new`` differ, as 'key: old -> new'.
+    A key the record lacks was added since, with a default that does what the code did before."""
+    before, after = {**flat(Config()), **dict(_flatten(old))}, flat(new)
     keys = sorted(set(before) | set(after))
     return [f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}"
             for key in keys if key not in RESULT_NEUTRAL and before.get(key) != after.get(key)]

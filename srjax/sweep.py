@@ -237,7 +237,7 @@ def _settings(record: dict) -> dict:
 
 def _claim(out: Path, record: dict) -> None:
     """The sweep directory holds this sweep, or nothing yet. A study may gain or drop
-    members between runs; a member it keeps must keep its settings."""
+    members between runs; a member that has started must keep its settings."""
     path = out / "sweep.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -245,7 +245,8 @@ def _claim(out: Path, record: dict) -> None:
             raise SrjaxError(f"{out} holds the sweep {old['sweep']!r} at size {old['size']}, not this one; "
                              "pass a new --out")
         new = _settings(record)
-        changed = [name for name, settings in _settings(old).items() if new.get(name, settings) != settings]
+        changed = [name for name, settings in _settings(old).items()
+                   if new.get(name, settings) != settings and (out / "runs" / name).exists()]
         if changed:
             raise SrjaxError(f"{out} ran member {changed[0]} with other settings than the sweep file gives it "
                              "now; pass a new --out")

@@ -240,6 +240,9 @@ def test_another_sweep_or_a_changed_member_in_a_sweep_directory_is_refused(tmp_p
     sweep._claim(out, record)
     changed = json.loads(json.dumps(record))
     changed["members"][1]["overrides"]["seed"] = 7
+    sweep._claim(out, changed)  # not started yet: free to change
+    sweep._claim(out, record)
+    (out / "runs" / "seed=1").mkdir(parents=True)
     with pytest.raises(SrjaxError, match="ran member seed=1 with other settings"):
         sweep._claim(out, changed)
 
