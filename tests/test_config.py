@@ -39,7 +39,7 @@ def test_the_paper_recipe_is_the_papers_net_and_turns_off_every_stage3_addition_
         paper = presets.with_recipe(base, "paper")
         assert (paper.stage3.anchor, paper.stage3.cutmix, paper.stage3.class_keep) == (0, 0, 0)
         assert (paper.stage3.confidence, paper.stage3.ema) == (0.5, 0.99)
-        assert not paper.predict_tiled and paper.predict_views == 1
+        assert not paper.predict_tiled and paper.predict_views == 1 and paper.stage3.teacher_views == 1
         assert paper.model.name == "unet_noskip" and paper.model.width == base.model.width
         assert paper.data == base.data and paper.stage2 == base.stage2  # sizes stay the preset's
     with pytest.raises(SrjaxError, match="unknown recipe 'nope'"):
