@@ -5,18 +5,22 @@ skip connections (the no-skip net of the paper loses the rock's rare phase and f
 detail in stage 2), slices labelled in windows of the training crop, and stage 3
 anchored to the pseudo labels with weight 1. ``paper`` is the paper's recipe
 (``--recipe paper``: the no-skip net, whole slices, no anchor). Every other variant is
-the candidate with one switch turned off, or another turned on.
+the candidate with one switch turned off, or another turned on; ``no_skips_class_crops``
+asks whether class-centred crops let the no-skip net (which corrected the magnesium
+drift best in the pilot) keep the rock's rare phase.
 
 Every variant of one seed on one family shares that seed's stage 1; variants with the
-same net share stage 2 (``paper`` and ``no_skips``; all the others), and variants that
+same net and crops share stage 2 (``paper`` and ``no_skips``; each ``class_crops``
+variant its own; all the others one), and variants that
 differ only in how the volume is labelled afterwards share stage 3 as well
 (``candidate``, ``whole_slice_inference`` and ``eight_views``). The families
 (``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo), composite (well
 separated, clustering nearly right), cupping (beam hardening) and rock (a rare bright
 phase at ~2 % of the voxels, cracks).
 
-At the cpu size the whole study is ~10 CPU-hours; ``--members`` runs a share of it
-(``'*,candidate,*'`` first) and ``--prior`` carries members finished elsewhere.
+At the cpu size the whole study is about 22 hours of a 2-core machine running two shares
+at a time; ``--members`` runs a share of it (``'*,candidate,*'`` first) and ``--prior``
+carries members finished elsewhere.
 """
 
 from srjax.phantom import CLASSES, family
@@ -39,7 +43,12 @@ SWITCHES = {
     "teacher_four_views": {"stage3.teacher_views": 4},
     "class_balanced_confidence": {"stage3.confidence": 0.9, "stage3.class_keep": 0.5},
     "slower_teacher": {"stage3.ema": 0.999},
+    "teacher_warmup": {"stage3.ema_warmup": True},
     "stage3_twice_as_long": {"stage3.steps": 2400},
+    "light_anchor": {"stage3.anchor": 0.3},
+    "fading_anchor": {"stage3.anchor_fade": 600},  # gone halfway through stage 3
+    "class_crops": {"data.class_crops": 0.33},
+    "no_skips_class_crops": {"model.name": "unet_noskip", "data.class_crops": 0.33},
 }
 # At the tiny size (the test suite runs every study) one variant per kind of sharing is enough.
 TINY = ("candidate", "paper", "no_anchor", "eight_views")

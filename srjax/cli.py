@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_config_options(p, preset_help):
         p.add_argument("--preset", choices=tuple(PRESETS), help=preset_help)
         p.add_argument("--recipe", choices=tuple(RECIPES),
-                       help="paper: the paper's stage 3 and whole-slice inference, on top of the preset")
+                       help="paper: the paper's net, stage 3 and whole-slice inference, on top of the preset")
         p.add_argument("--config", help="a .json or .toml config file, applied on top of the preset")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. stage2.epochs=50 or model=unet (repeatable)")

@@ -77,7 +77,8 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    name: str = _field("unet_noskip", choices="model")
+    # With skips (the paper's net has none): the no-skip net loses rare phases and fine detail.
+    name: str = _field("unet", choices="model")
     width: str = _field("paper", choices="width")
     dropout: float = _field(0.1, FRACTION_BELOW_ONE)
 
@@ -123,9 +124,16 @@ class Stage3Config(TrainingConfig):
     # Also keep each class's most confident share of the batch's pixels, whatever ``confidence`` says.
     class_keep: float = _field(0.0, FRACTION)
     ema: float = _field(0.99, FRACTION)
+    # The EMA rate at step t is min(1 - 1/(t + 1), ema) (UniMatch v2's warm-up): the teacher
+    # follows the student closely at first.
+    ema_warmup: bool = False
     strong_probability: float = _field(0.5, FRACTION)
-    # Weight of the loss against the pseudo labels next to the teacher's (the paper drops it: 0).
-    anchor: float = _field(0.0, NON_NEGATIVE)
+    # Weight of the loss against the pseudo labels next to the teacher's. The paper drops it
+    # (0); without it the teacher's small biases compound and well-clustered phases erode.
+    anchor: float = _field(1.0, NON_NEGATIVE)
+    # Steps over which the anchor's weight falls linearly to 0 (0: held for the whole stage):
+    # the pseudo labels steer only the start of stage 3.
+    anchor_fade: int = _field(0, NON_NEGATIVE)
     cutmix: float = _field(0.0, FRACTION)  # probability a student crop gets a box of the next crop pasted in
     # Dihedral views the teacher's probabilities are averaged over when it labels a crop (test-time augmentation).
     teacher_views: int = _field(1, Range(low=1, high=8))
@@ -136,8 +144,9 @@ class Config:
     seed: int = _field(0, NON_NEGATIVE)
     checkpoint_every: int = _field(100, COUNT)
     predict_batch: int = _field(8, COUNT)
-    # Label slices in half-overlapping windows of the training crop (False: whole slices at once).
-    predict_tiled: bool = False
+    # Label slices in half-overlapping windows of the training crop, the field GroupNorm was
+    # trained on (False: whole slices at once, as the paper does).
+    predict_tiled: bool = True
     predict_views: int = _field(1, Range(low=1, high=8))  # dihedral views averaged when labelling the volume
     pseudo: PseudoConfig = PseudoConfig()
     data: DataConfig = DataConfig()

@@ -57,7 +57,7 @@ PRESETS = {"paper": paper, "cpu": cpu, "tiny": tiny}
 RECIPES = {
     "paper": ("model.name=unet_noskip", "stage3.confidence=0.5", "stage3.ema=0.99", "stage3.anchor=0",
               "stage3.cutmix=0", "stage3.teacher_views=1", "stage3.class_keep=0", "predict_tiled=false",
-              "predict_views=1"),
+              "predict_views=1", "data.class_crops=0"),
 }
 
 

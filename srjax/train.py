@@ -132,7 +132,7 @@ def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, opti
     """One Unbiased-Teacher step: the teacher labels a weak view (its probabilities averaged
     over ``teacher_views`` dihedral views of it), the student learns a strong one (boxes
     pasted between crops with probability ``cutmix``, labels alike), and with weight
-    ``anchor`` the crop's pseudo labels too."""
+    ``anchor`` (falling to 0 over ``anchor_fade`` steps, if set) the crop's pseudo labels too."""
     values = state.values
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     mix_key = jax.random.fold_in(strong_key, 1)  # apart from the three, so a run without CutMix draws as before
@@ -144,16 +144,21 @@ def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, opti
     boxes = augment.cutmix_boxes(mix_key, weak.shape[0], weak.shape[1], values["cutmix"])
     strong, target, keep, pseudo_labels = augment.cutmix(boxes, strong, target, keep, pseudo_labels)
 
+    fade = values["anchor_fade"]
+    anchor_weight = values["anchor"] * jnp.where(fade > 0, jnp.clip(1 - state.step / jnp.maximum(fade, 1), 0, 1), 1)
+
     def objective(params):
         logits = model.apply({"params": params}, strong, train=True, rngs={"dropout": dropout_key})
         anchor = loss_fn(logits, pseudo_labels, values["loss"]).mean()
-        return masked_mean(loss_fn(logits, target, values["loss"]), keep) + values["anchor"] * anchor
+        return masked_mean(loss_fn(logits, target, values["loss"]), keep) + anchor_weight * anchor
 
     loss, grads = jax.value_and_grad(objective)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    warm = jnp.minimum(1 - 1 / (state.step + 1), values["ema"])
+    decay = jnp.where(values["ema_warmup"] > 0, warm, values["ema"])
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, values["ema"])
+        step=state.step + 1, params=params, opt_state=opt_state, teacher=ema_update(state.teacher, params, decay)
     )
     kept_by_class = (jax.nn.one_hot(target, probs.shape[-1]) * keep[..., None]).mean(axis=(0, 1, 2))
     # How far the teacher has moved off the pseudo labels: a drift that needs no ground truth.
@@ -179,8 +184,9 @@ def teacher_student_state(params, optimizer, values: dict) -> TeacherStudentStat
 
 
 def unbiased_teacher_values(settings: Stage3Config) -> dict:
-    return {"confidence": settings.confidence, "ema": settings.ema, "strong_probability": settings.strong_probability,
-            "anchor": settings.anchor, "cutmix": settings.cutmix, "class_keep": settings.class_keep}
+    return {"confidence": settings.confidence, "ema": settings.ema, "ema_warmup": settings.ema_warmup,
+            "strong_probability": settings.strong_probability, "anchor": settings.anchor,
+            "anchor_fade": settings.anchor_fade, "cutmix": settings.cutmix, "class_keep": settings.class_keep}
 
 
 @dataclasses.dataclass(frozen=True)

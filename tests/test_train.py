@@ -1,6 +1,7 @@
 """Pure steps, EMA, data parallelism across simulated devices, and resuming."""
 
 import dataclasses
+import functools
 import shutil
 import signal
 import subprocess
@@ -251,3 +252,44 @@ def test_a_teacher_with_eight_views_labels_each_crop_with_their_average():
                                                  loss_fn=train.pixel_loss("label_smoothing"), teacher_views=views)
         agreement[views] = float(metrics["pseudo_agreement"])
     assert agreement[8] == 1.0 and agreement[1] < 1.0
+
+
+@functools.cache
+def _stage3_setup():
+    """A tiny net's weights, a batch, and one compiled stage-3 step (settings are values in the state)."""
+    model = build_model("unet", 3, "tiny", 0.0)
+    images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+    batch = {"image": images, "label": jax.random.randint(jax.random.key(3), (4, 32, 32), 0, 3)}
+    params = model.init(jax.random.key(1), images[:1])["params"]
+    optimizer = optimizer_from(OptimizerSpec.of(cfg.Stage3Config(), 1), 1e-3)
+    step_fn = jax.jit(functools.partial(train.unbiased_teacher_step, model=model, optimizer=optimizer,
+                                        loss_fn=train.pixel_loss("label_smoothing")))
+    return params, optimizer, batch, step_fn
+
+
+def _one_stage3_step(settings: cfg.Stage3Config, step: int):
+    """(state before, state after, metrics) of one stage-3 step at ``step`` with ``settings``."""
+    params, optimizer, batch, step_fn = _stage3_setup()
+    values = {"loss": loss_values(cfg.LossConfig()), **train.unbiased_teacher_values(settings)}
+    state = train.teacher_student_state(params, optimizer, values).replace(step=jnp.asarray(step, jnp.int32))
+    return (state, *step_fn(state, batch, jax.random.key(2)))
+
+
+def test_a_fading_anchor_weighs_the_pseudo_labels_less_each_step_until_it_is_gone():
+    """At step t of a 4-step fade, the step is the one with the anchor's weight scaled by
+    1 - t/4 and no fade; from step 4 on, the one without an anchor."""
+
+    def loss_at(step: int, anchor: float, fade: int) -> float:
+        return float(_one_stage3_step(cfg.Stage3Config(anchor=anchor, anchor_fade=fade), step)[2]["loss"])
+
+    for step, weight in ((1, 0.75), (3, 0.25), (9, 0.0)):
+        assert loss_at(step, 1.0, 4) == pytest.approx(loss_at(step, weight, 0), rel=1e-6)
+    assert loss_at(1, 1.0, 4) != pytest.approx(loss_at(1, 0.0, 0), rel=1e-3)
+
+
+def test_a_warming_teacher_follows_the_student_at_rate_min_of_one_minus_one_over_t_and_ema():
+    for step, rate in ((0, 0.0), (9, 0.9), (500, 0.99)):
+        before, after, _ = _one_stage3_step(cfg.Stage3Config(ema=0.99, ema_warmup=True), step)
+        expected = train.ema_update(before.teacher, after.params, rate)
+        for got, want in zip(jax.tree.leaves(after.teacher), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -5,7 +5,7 @@
 
 Times one jitted step (logits, cross-entropy against random labels, gradients) after
 compiling, as the median of --repeats runs, and prints each model's time relative to
-the default model, unet_noskip, measured in the same run.
+the paper's model, unet_noskip, measured in the same run.
 """
 
 from __future__ import annotations
