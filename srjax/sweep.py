@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-import hashlib
 import importlib.util
 import itertools
 import json
@@ -218,15 +217,19 @@ def _volume_paths(out: Path, name: str, volume) -> tuple[Path, Path | None]:
     return paths
 
 
-def _config_hash(config: cfg.Config) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _record(sweep: Sweep, size: str, source: str) -> dict:
+    """The study as run: each member's resolved config is the base's (every key) with the
+    member's changes, so a later srjax can tell whether a member would still run the same
+    (a key added since counts as its default)."""
+    base = cfg.flat(sweep.base)
+
+    def changes(member: Member) -> dict:
+        return {key: value for key, value in cfg.flat(sweep.config(member)).items() if base[key] != value}
+
     return {"sweep": sweep.name, "file": source, "size": size, "axes": sweep.axes, "figures": list(sweep.figures),
-            "members": [{"name": m.name, "volume": m.volume, "overrides": dict(m.overrides),
-                         "config": _config_hash(sweep.config(m)), **({"variant": m.variant} if m.variant else {})}
-                        for m in sweep.members]}
+            "base": base, "members": [{"name": m.name, "volume": m.volume, "overrides": dict(m.overrides),
+                                       "config": changes(m), **({"variant": m.variant} if m.variant else {})}
+                                      for m in sweep.members]}
 
 
 def _settings(record: dict) -> dict:
@@ -301,14 +304,18 @@ def prior_rows(sweep: Sweep, size: str, paths: tuple[str | Path, ...]) -> dict[s
         if (record["sweep"], record["size"]) != (sweep.name, size):
             raise SrjaxError(f"--prior {path} holds sweep {record['sweep']!r} at size {record['size']}, "
                              f"not {sweep.name!r} at size {size}")
-        configs = {m["name"]: m.get("config") for m in record["members"]}
+        if "base" not in record:
+            raise SrjaxError(f"--prior {path} does not record its members' configs (an older srjax wrote it); "
+                             "rerun those members")
+        configs = {m["name"]: {**record["base"], **m["config"]} for m in record["members"]}
         for row in old_rows:
             member = members.get(row["member"])
             if member is None:
                 continue
-            if configs.get(member.name) != _config_hash(sweep.config(member)):
+            changed = cfg.differences(configs[member.name], sweep.config(member))
+            if changed:
                 raise SrjaxError(f"--prior {path} ran member {member.name} with another config than the sweep "
-                                 "file gives it now; drop that --prior or rerun the member")
+                                 f"file gives it now ({changed[0]}); drop that --prior or rerun the member")
             rows[member.name] = row
     return rows
 

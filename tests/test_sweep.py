@@ -103,9 +103,13 @@ def test_a_study_run_in_shares_gathers_into_one_table(tmp_path):
         sweep.run_sweep(sweep.load(file, "tiny"), tmp_path / "none", "tiny", members=("seed=7",), progress=False)
     study = sweep.load(file, "tiny")
     changed = dataclasses.replace(study, base=apply_overrides(study.base, ["stage3.confidence=0.7"]))
-    with pytest.raises(SrjaxError, match="another config"):
+    with pytest.raises(SrjaxError, match=r"another config .*stage3.confidence: 0.5 -> 0.7"):
         sweep.run_sweep(changed, tmp_path / "third", "tiny", prior=(first,), progress=False)
     assert not (tmp_path / "third").exists()
+    results = json.loads((first / "results.json").read_text())
+    del results["sweep"]["base"]["stage3.ema_warmup"]  # as if written before the key existed
+    (first / "results.json").write_text(json.dumps(results))
+    assert list(sweep.prior_rows(study, "tiny", (first,))) == ["seed=0"]
 
 
 def test_a_shorter_stage2_taken_from_a_longer_one_is_the_run_alone(tmp_path):
