@@ -159,7 +159,7 @@ MEMBERS = [dict(seed=0, learning_rate=1e-3, confidence=0.3, smoothing=0.1, ema=0
 def test_a_population_member_ends_where_it_ends_alone(tmp_path, tiny_phantom):
     """Two stage-3 runs that differ in every value train as one vmapped population on a
     2 x 2 (population x data) mesh; each ends with the weights, teacher and history it
-    gets alone on the 4-device data mesh, and is saved in its own resumable directory."""
+    gets alone on a 2-device data mesh, and is saved in its own resumable directory."""
     config = presets.tiny()
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
     params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
@@ -173,8 +173,9 @@ def test_a_population_member_ends_where_it_ends_alone(tmp_path, tiny_phantom):
     for (kind, member), (state, history, sums) in zip(built, together):
         _, alone_member = _stage3_member(tmp_path / "alone", model, params, tiny_phantom, config,
                                          **MEMBERS[member.seed])
-        [(alone, alone_history, alone_sums)] = train.train("stage3", kind, [alone_member], train.make_mesh(),
-                                                           **common)
+        # Alone on as many devices as a member gets in the population: the same per-device batch.
+        data_mesh = train.make_mesh(jax.devices()[:mesh.shape["data"]])
+        [(alone, alone_history, alone_sums)] = train.train("stage3", kind, [alone_member], data_mesh, **common)
         np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in alone_history],
                                    rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(sums["kept_by_class"], alone_sums["kept_by_class"], rtol=1e-4, atol=1e-6)
