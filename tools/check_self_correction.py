@@ -1,6 +1,6 @@
 """Does stage 3 correct its pseudo labels? The checks of the self-correction study, per family.
 
-  python tools/check_self_correction.py SWEEP_DIR [--variant candidate]
+  python tools/check_self_correction.py SWEEP_DIR_OR_RESULTS_JSON [--variant candidate]
 
 Reads the results.json of a sweep of ``experiments/self_correction.py`` (or of any
 sweep over the phantom families; its members finished there or carried from a
@@ -30,8 +30,9 @@ PAPER_GAIN = 0.1594
 
 
 def members(out: Path, variant: str) -> dict[str, list[dict]]:
-    """family -> the results rows of ``variant``'s finished members."""
-    results = json.loads((out / "results.json").read_text())
+    """family -> the results rows of ``variant``'s finished members (``out``: a sweep
+    directory or its results.json)."""
+    results = json.loads((out if out.is_file() else out / "results.json").read_text())
     chosen = {m["name"] for m in results["sweep"]["members"] if m.get("variant") == variant}
     found: dict[str, list[dict]] = {}
     for row in results["rows"]:
