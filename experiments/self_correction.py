@@ -3,8 +3,9 @@
 The ``candidate`` is what a 2-seed pilot on the four families pointed at: the U-Net with
 skip connections (the no-skip net of the paper loses the rock's rare phase and fine
 detail in stage 2), slices labelled in windows of the training crop, and stage 3
-anchored to the pseudo labels with weight 1; srjax's defaults since its 5 seeds. ``paper`` is the paper's recipe
-(``--recipe paper``: the no-skip net, whole slices, no anchor). Every other variant is
+anchored to the pseudo labels with weight 1: srjax's defaults since its 5 seeds.
+``paper`` is the paper's recipe (``--recipe paper``: the no-skip net, whole slices, no
+anchor). Every other variant is
 the candidate with one switch turned off, or another turned on; ``no_skips_class_crops``
 asks whether class-centred crops let the no-skip net (which corrected the magnesium
 drift best in the pilot) keep the rock's rare phase.
