@@ -5,10 +5,9 @@ skip connections (the no-skip net of the paper loses the rock's rare phase and f
 detail in stage 2), slices labelled in windows of the training crop, and stage 3
 anchored to the pseudo labels with weight 1: srjax's defaults since its 5 seeds.
 ``paper`` is the paper's recipe (``--recipe paper``: the no-skip net, whole slices, no
-anchor). Every other variant is
-the candidate with one switch turned off, or another turned on; ``no_skips_class_crops``
-asks whether class-centred crops let the no-skip net (which corrected the magnesium
-drift best in the pilot) keep the rock's rare phase.
+anchor). Every other variant is the candidate with one switch turned off, or another
+turned on; ``no_skips_class_crops`` asks whether class-centred crops let the no-skip net
+(which corrected the magnesium drift best in the pilot) keep the rock's rare phase.
 
 Every variant of one seed on one family shares that seed's stage 1; variants with the
 same net and crops share stage 2 (``paper`` and ``no_skips``; each ``class_crops``
