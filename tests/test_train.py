@@ -235,12 +235,18 @@ def test_class_keep_keeps_each_classes_most_confident_share():
     np.testing.assert_array_equal(train.confident(probs, target, 0.5, 0.0)[0, 0], [1, 1, 1, 1, 1, 1])
 
 
+@functools.cache
+def _tiny_net():
+    """A tiny 3-class U-Net, its initial weights and a batch of 4 random 32x32x3 crops."""
+    model = build_model("unet", 3, "tiny", 0.0)
+    images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+    return model, model.init(jax.random.key(1), images[:1])["params"], images
+
+
 def test_a_teacher_with_eight_views_labels_each_crop_with_their_average():
     """With ``teacher_views=8`` the teacher's labels of any weak view are the argmax of the
     8-view average, worked out here on the crop as read; with one view they are not."""
-    model = build_model("unet", 3, "tiny", 0.0)
-    images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
-    params = model.init(jax.random.key(1), images[:1])["params"]
+    model, params, images = _tiny_net()
     average = sum(augment.dihedral_all(jax.nn.softmax(model.apply({"params": params}, augment.dihedral_all(images, v))),
                                        augment.DIHEDRAL_INVERSE[v]) for v in range(8))
     batch = {"image": images, "label": jnp.asarray(average.argmax(-1))}
@@ -257,11 +263,9 @@ def test_a_teacher_with_eight_views_labels_each_crop_with_their_average():
 
 @functools.cache
 def _stage3_setup():
-    """A tiny net's weights, a batch, and one compiled stage-3 step (settings are values in the state)."""
-    model = build_model("unet", 3, "tiny", 0.0)
-    images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+    """The tiny net's weights, a labelled batch, and one compiled stage-3 step (settings are values in the state)."""
+    model, params, images = _tiny_net()
     batch = {"image": images, "label": jax.random.randint(jax.random.key(3), (4, 32, 32), 0, 3)}
-    params = model.init(jax.random.key(1), images[:1])["params"]
     optimizer = optimizer_from(OptimizerSpec.of(cfg.Stage3Config(), 1), 1e-3)
     step_fn = jax.jit(functools.partial(train.unbiased_teacher_step, model=model, optimizer=optimizer,
                                         loss_fn=train.pixel_loss("label_smoothing")))
