@@ -13,7 +13,10 @@ Every variant of one seed on one family shares that seed's stage 1; variants wit
 same net and crops share stage 2 (``paper`` and ``no_skips``; each ``class_crops``
 variant its own; all the others one), and variants that
 differ only in how the volume is labelled afterwards share stage 3 as well
-(``candidate``, ``whole_slice_inference`` and ``eight_views``). The families
+(``candidate``, ``whole_slice_inference``, ``eight_views`` and ``guard``; ``no_skips``
+and ``no_skips_guard``). ``guard`` puts the net's labels through the intensity guard
+(``srjax.guard``): the no-skip net sees through drift and cupping but blurs small
+things, which the guard hands back to the voxel values. The families
 (``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo), composite (well
 separated, clustering nearly right), cupping (beam hardening) and rock (a rare bright
 phase at ~2 % of the voxels, cracks).
@@ -49,6 +52,8 @@ SWITCHES = {
     "fading_anchor": {"stage3.anchor_fade": 600},  # gone halfway through stage 3
     "class_crops": {"data.class_crops": 0.33},
     "no_skips_class_crops": {"model.name": "unet_noskip", "data.class_crops": 0.33},
+    "guard": {"guard": 3.0},
+    "no_skips_guard": {"model.name": "unet_noskip", "guard": 3.0},
 }
 # At the tiny size (the test suite runs every study) one variant per kind of sharing is enough.
 TINY = ("candidate", "paper", "no_anchor", "eight_views")

@@ -148,6 +148,10 @@ class Config:
     # trained on (False: whole slices at once, as the paper does).
     predict_tiled: bool = True
     predict_views: int = _field(1, Range(low=1, high=8))  # dihedral views averaged when labelling the volume
+    # Stage 3's intensity guard (srjax.guard): a voxel whose value lies more than this many
+    # noise sd from its class's local mean goes to the class its value is nearest (0: off).
+    guard: float = _field(0.0, NON_NEGATIVE)
+    guard_block: int = _field(8, COUNT)  # voxels per side of the blocks the class means are smoothed over
     pseudo: PseudoConfig = PseudoConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -15,9 +15,10 @@ Layout (volumes are OME-Zarr; label volumes are OME-Zarr label images):
   pseudo_labels.ome.zarr     stage-1 labels
   checkpoints/stage2/, checkpoints/stage3/   orbax checkpoints (state, data iterator, history)
   stage2_labels.ome.zarr     stage-2 prediction
-  labels.ome.zarr            stage-3 (teacher) prediction
+  labels.ome.zarr            stage-3 prediction (the teacher's, through the intensity guard when it is on)
+  net_labels.ome.zarr        the teacher's own prediction, when the guard is on
   confidence.ome.zarr        the teacher's max class probability per voxel
-  predictions.json           the mean max class probability of each stage's prediction
+  predictions.json           the mean max class probability of each stage's prediction, what the guard moved
   history.json               per-step losses of stages 2 and 3
   timings.json               wall time of every step
   metrics.json               summary, warnings, scores (with ground truth), timings; written last
@@ -54,7 +55,7 @@ class RunDir:
         self.stage2_labels, self.labels, self.confidence = (
             r / "stage2_labels.ome.zarr", r / "labels.ome.zarr", r / "confidence.ome.zarr")
         self.history, self.metrics, self.timings = r / "history.json", r / "metrics.json", r / "timings.json"
-        self.predictions = r / "predictions.json"
+        self.predictions, self.net_labels = r / "predictions.json", r / "net_labels.ome.zarr"
         self.panel, self.report = r / "panel.png", r / "report.html"
         self.lock = r / ".srjax.lock"
 

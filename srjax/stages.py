@@ -23,6 +23,7 @@ from srjax.losses import loss_values
 from srjax.models import build_model
 from srjax.optim import OptimizerSpec, make_optimizer
 from srjax.outputs import write_json
+from srjax.guard import guard_labels
 from srjax.predict import predict_volume
 from srjax.sources import from_store
 
@@ -187,19 +188,22 @@ class Predict:
     def __init__(self, stage: str):
         self.stage, self.name, self.title = stage, f"predict_{stage}", stage.replace("stage", "stage ")
 
-    def outputs(self, run: rundir.RunDir) -> list[Path]:
-        return [run.stage2_labels] if self.stage == "stage2" else [run.labels, run.confidence]
+    def outputs(self, ctx: Context) -> list[Path]:
+        run = ctx.run
+        if self.stage == "stage2":
+            return [run.stage2_labels]
+        return [run.net_labels, run.confidence, run.labels] if ctx.config.guard else [run.labels, run.confidence]
 
     def done(self, ctx: Context) -> bool:
         recorded = ctx.run.predictions.exists() and self.stage in ctx.run.read(ctx.run.predictions)
-        return recorded and all(path.exists() for path in self.outputs(ctx.run))
+        return recorded and all(path.exists() for path in self.outputs(ctx))
 
     def run(self, ctx: Context) -> None:
         meta, shape = ctx.labels_meta, ctx.store.shape
         params = train.latest_params(ctx.run.checkpoints(self.stage), train.prediction_key(self.stage, ctx.config))
         with contextlib.ExitStack() as outputs:
             labels = outputs.enter_context(io.ome_zarr_writer(
-                self.outputs(ctx.run)[0], shape, np.uint8, name=self.title, labels=ctx.class_names, **meta))
+                self.outputs(ctx)[0], shape, np.uint8, name=self.title, labels=ctx.class_names, **meta))
             confidence = None if self.stage == "stage2" else outputs.enter_context(io.ome_zarr_writer(
                 ctx.run.confidence, shape, np.float32, name="confidence", chunks=io.LABEL_CHUNKS,
                 voxel_size=meta["voxel_size"], unit=meta["unit"]))
@@ -209,8 +213,19 @@ class Predict:
                            confidence_out=confidence,
                            window=ctx.config.data.crop if ctx.config.predict_tiled else None,
                            views=ctx.config.predict_views, progress=ctx.progress, desc=f"predict {self.title}")
+        record = {"mean_confidence": mean_confidence}
+        if self.stage == "stage3" and ctx.config.guard:
+            record["guard"] = self.guard(ctx)
         recorded = ctx.run.read(ctx.run.predictions) if ctx.run.predictions.exists() else {}
-        write_json(ctx.run.predictions, dict(recorded, **{self.stage: {"mean_confidence": mean_confidence}}))
+        write_json(ctx.run.predictions, dict(recorded, **{self.stage: record}))
+
+    def guard(self, ctx: Context) -> dict:
+        """The net's labels through the intensity guard into labels.ome.zarr; what it moved."""
+        net = from_store(io.open_volume(ctx.run.net_labels, "stage 3 net labels"), "stage 3 net labels")
+        with io.ome_zarr_writer(ctx.run.labels, ctx.store.shape, np.uint8, name=self.title,
+                                labels=ctx.class_names, **ctx.labels_meta) as labels:
+            return guard_labels(from_store(ctx.store, "volume"), net, labels, ctx.stage1["means"],
+                                ctx.config.guard, ctx.config.guard_block, ctx.progress)
 
 
 class Summary:

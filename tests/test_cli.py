@@ -23,10 +23,10 @@ def _srjax(*args):
 
 def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     out = tmp_path / "out"
-    # A non-default model and loss, so that names given with --set reach the pipeline.
+    # A non-default model and loss, so that names given with --set reach the pipeline; and the guard.
     result = _srjax("run", str(tiny_files / "volume.npy"), "--classes", "4", "--out", str(out),
                     "--config", str(tiny_files / "tiny.json"), "--truth", str(tiny_files / "truth.npy"),
-                    "--set", "model=resunetpp_noskip", "--set", "loss=sce")
+                    "--set", "model=resunetpp_noskip", "--set", "loss=sce", "--set", "guard=3")
     assert result.returncode == 0, result.stderr
     assert "pixel accuracy" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -38,6 +38,9 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     assert labels.shape == volume.shape and labels.max() < 4
     assert confidence.min() >= 0.25 - 1e-6 and confidence.max() <= 1.0
     assert (out / "panel.png").stat().st_size > 1000
+    moved = np.asarray(json.loads((out / "predictions.json").read_text())["stage3"]["guard"]["moved"])
+    net_labels = read_all(out / "net_labels.ome.zarr")
+    assert moved.sum() == (net_labels != labels).sum()
     saved = json.loads((out / "config.json").read_text())
     assert saved["pseudo"]["classes"] == 4
     assert (saved["model"]["name"], saved["loss"]["name"]) == ("resunetpp_noskip", "sce")
