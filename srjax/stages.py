@@ -270,7 +270,10 @@ def _summarise(ctx: Context, kept_by_class, history) -> dict:
     counts = summary.tally(volumes, io.open_volume(run.confidence, "confidence"), progress=ctx.progress)
     metrics = {"classes": classes, "stage1_means": stage1["means"],
                "summary": summary.summarise(counts, classes, names, ctx.voxel_size, ctx.unit, kept_by_class)}
-    metrics["summary"]["stage2_mean_confidence"] = run.read(run.predictions)["stage2"]["mean_confidence"]
+    recorded = run.read(run.predictions)
+    metrics["summary"]["stage2_mean_confidence"] = recorded["stage2"]["mean_confidence"]
+    if "guard" in recorded["stage3"]:
+        metrics["guard"] = recorded["stage3"]["guard"]
     if ctx.truth_store is not None:
         metrics["scoring"] = report.SCORING
         metrics.update(summary.scores(counts, classes))

@@ -38,7 +38,7 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     assert labels.shape == volume.shape and labels.max() < 4
     assert confidence.min() >= 0.25 - 1e-6 and confidence.max() <= 1.0
     assert (out / "panel.png").stat().st_size > 1000
-    moved = np.asarray(json.loads((out / "predictions.json").read_text())["stage3"]["guard"]["moved"])
+    moved = np.asarray(metrics["guard"]["moved"])
     net_labels = read_all(out / "net_labels.ome.zarr")
     assert moved.sum() == (net_labels != labels).sum()
     saved = json.loads((out / "config.json").read_text())
