@@ -53,11 +53,11 @@ PRESETS = {"paper": paper, "cpu": cpu, "tiny": tiny}
 
 # Recipes go on top of a preset (which sets the sizes). ``paper`` is the paper's net and
 # stage 3 as published: the U-Net without skips, no loss against the pseudo labels, no
-# CutMix, one confidence threshold for all classes, whole slices labelled at once.
+# CutMix, one confidence threshold for all classes, whole slices labelled at once, no guard.
 RECIPES = {
     "paper": ("model.name=unet_noskip", "stage3.confidence=0.5", "stage3.ema=0.99", "stage3.anchor=0",
               "stage3.cutmix=0", "stage3.teacher_views=1", "stage3.class_keep=0", "predict_tiled=false",
-              "predict_views=1", "data.class_crops=0"),
+              "predict_views=1", "data.class_crops=0", "guard=0"),
 }
 
 
