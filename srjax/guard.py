@@ -142,7 +142,8 @@ class Guard:
                 mixed |= beside & ((values - own_mean) * (values - means[c]) <= 0)
             flip = (own > self.sds) & (nearest != own_labels) & ~mixed
             out = np.where(flip, nearest, own_labels).astype(np.uint8)
-            np.add.at(moved, (own_labels[flip], nearest[flip]), 1)
+            pairs = own_labels[flip] * self.classes + nearest[flip]
+            moved += np.bincount(pairs, minlength=self.classes**2).reshape(self.classes, self.classes)
             writer[start:stop] = out
         return moved
 
