@@ -10,12 +10,14 @@ values decide. Nothing in it needs ground truth:
      per-block sums of the values it gives the class, smoothed over neighbouring blocks
      by normalised convolution (falling back to the class's global mean where the class
      is absent) and interpolated back to the voxels, so drift and cupping are followed;
-  2. each class's noise sd: 1.4826 × the median absolute deviation from its field;
+  2. each class's noise sd: 1.4826 × the median absolute deviation from its field; then
+     the fields again, from the voxels within ``sds`` sd of theirs, and the sds again;
   3. a voxel more than ``sds`` sd from its class's field is relabelled to the class it
-     is nearest in sd, unless its value lies between its class's and that of a class
-     in its 3×3×3 neighbourhood: such a voxel is a mix of the two at a boundary.
+     is nearest in sd, unless its value is a mix of its class's and that of a class in
+     its 3×3×3 neighbourhood with at most half of the other: a boundary voxel, which
+     stays with the class it holds more of.
 
-The volume is streamed three times a slab at a time, so it never has to fit in memory.
+The volume is streamed five times a slab at a time, so it never has to fit in memory.
 """
 
 from __future__ import annotations
@@ -84,38 +86,57 @@ class Guard:
             yield start, stop, values, labels
 
     def fit(self) -> None:
-        """The class fields (pass 1) and each class's noise sd (pass 2)."""
+        """Class fields and noise sds from every voxel, then the fields again from the voxels
+        within ``sds`` sd of their class's field (the net's errors would otherwise pull a
+        field toward the class they belong to) and the sds around those."""
+        self._fields(self._class_sums(inliers=False))
+        self.noise = self._noise()
+        self._fields(self._class_sums(inliers=True))
+        self.noise = self._noise()
+
+    def _distances(self, start: int, stop: int, values: np.ndarray):
+        """The class fields [classes, d, H, W] at slices [start, stop) and each voxel's distance to them in sd."""
+        means = self._means(start, stop)
+        return means, np.abs(values[None] - means) / np.maximum(self.noise[:, None, None, None], 1e-12)
+
+    def _class_sums(self, inliers: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per class and block, the sum and count of the values labelled that class (only the inliers')."""
         n, h, w = self.values.shape
         coarse = tuple(-(-s // self.block) for s in (n, h, w))
-        sums = np.zeros((self.classes, *coarse))
-        counts = np.zeros((self.classes, *coarse))
-        for start, _, values, labels in self._slabs("stage 3 guard: class fields"):
+        sums, counts = np.zeros((self.classes, *coarse)), np.zeros((self.classes, *coarse))
+        for start, stop, values, labels in self._slabs("stage 3 guard: class fields"):
             z = start // self.block
+            if inliers:
+                distance = self._distances(start, stop, values)[1]
+                near = np.take_along_axis(distance, labels[None].astype(np.intp), 0)[0] <= self.sds
             for c in range(self.classes):
-                mine = labels == c
+                mine = (labels == c) & near if inliers else labels == c
                 block_sums = _block_sums(np.where(mine, values, 0).astype(np.float64), self.block)
                 sums[c, z:z + len(block_sums)] += block_sums
                 counts[c, z:z + len(block_sums)] += _block_sums(mine.astype(np.float64), self.block)
+        return sums, counts
+
+    def _fields(self, sums_and_counts) -> None:
+        sums, counts = sums_and_counts
         totals = counts.sum(axis=(1, 2, 3))
         # A class the net erased keeps its stage-1 mean, so the values can bring it back.
         overall = np.where(totals > 0, sums.sum(axis=(1, 2, 3)) / np.maximum(totals, 1), self.prior_means)
         smooth = [ndimage.gaussian_filter(a, (0, 1, 1, 1), mode="constant") for a in (sums, counts)]
         prior = overall[:, None, None, None]
         self.fields = ((smooth[0] + PRIOR_VOXELS * prior) / (smooth[1] + PRIOR_VOXELS)).astype(np.float32)
+        self.residual_step = max(float(overall.max() - overall.min()), 1e-12) / RESIDUAL_BINS
 
-        low, high = float(overall.min()), float(overall.max())
-        self.residual_step = max(high - low, 1e-12) / RESIDUAL_BINS
+    def _noise(self) -> np.ndarray:
+        """Each class's sd about its field: 1.4826 × the median absolute deviation, from a histogram."""
         histograms = np.zeros((self.classes, RESIDUAL_BINS + 1), np.int64)
         for start, stop, values, labels in self._slabs("stage 3 guard: noise"):
-            means = self._means(start, stop)
-            own = np.take_along_axis(means, labels[None].astype(np.intp), 0)[0]
+            own = np.take_along_axis(self._means(start, stop), labels[None].astype(np.intp), 0)[0]
             bins = np.minimum(np.abs(values - own) / self.residual_step, RESIDUAL_BINS).astype(np.intp)
             histograms += np.stack([np.bincount(bins[labels == c], minlength=RESIDUAL_BINS + 1)
                                     for c in range(self.classes)])
         pooled = histograms.sum(axis=0)
-        self.noise = np.array([MAD_TO_SD * self.residual_step * (_median_bin(row if row.sum() >= NOISE_VOXELS
-                                                                              else pooled) + 0.5)
-                               for row in histograms], np.float32)
+        return np.array([MAD_TO_SD * self.residual_step * (_median_bin(row if row.sum() >= NOISE_VOXELS else pooled)
+                                                           + 0.5) for row in histograms], np.float32)
 
     def _means(self, start: int, stop: int) -> np.ndarray:
         """[classes, stop - start, H, W] the class fields at every voxel of slices [start, stop)."""
@@ -125,24 +146,32 @@ class Guard:
         return np.einsum("zi,cijk,yj,xk->czyx", zs[:, used], fields, self.rows, self.cols, optimize=True)
 
     def relabel(self, writer) -> np.ndarray:
-        """Write the guarded labels (pass 3); return the [from, to] count of voxels moved."""
+        """Write the guarded labels; return the [from, to] count of voxels moved.
+
+        A voxel whose value is a mix of its own class and a neighbour's class c (a share of
+        c's value between 0 and 1.5) is a boundary voxel: it stays if it holds at most half
+        of c, else goes to c, never to a class whose value merely lies between the two.
+        Any other voxel far from its class goes to the class it is nearest in sd."""
         moved = np.zeros((self.classes, self.classes), np.int64)
         footprint = np.ones((3, 3, 3), bool)
         for start, stop, values, labels in self._slabs("stage 3 guard: relabel", halo=1):
-            means = self._means(start, stop)
-            sds = self.noise[:, None, None, None]
-            distance = np.abs(values[None] - means) / np.maximum(sds, 1e-12)
+            means, distance = self._distances(start, stop, values)
             own_labels = labels[1:-1].astype(np.intp)
             own = np.take_along_axis(distance, own_labels[None], 0)[0]
             own_mean = np.take_along_axis(means, own_labels[None], 0)[0]
-            nearest = distance.argmin(axis=0)
-            mixed = np.zeros(values.shape, bool)
+            target = distance.argmin(axis=0)
+            stays = np.zeros(values.shape, bool)
+            boundary_distance = np.full(values.shape, np.inf, np.float32)
             for c in range(self.classes):
                 beside = ndimage.binary_dilation(labels == c, footprint)[1:-1] & (own_labels != c)
-                mixed |= beside & ((values - own_mean) * (values - means[c]) <= 0)
-            flip = (own > self.sds) & (nearest != own_labels) & ~mixed
-            out = np.where(flip, nearest, own_labels).astype(np.uint8)
-            pairs = own_labels[flip] * self.classes + nearest[flip]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    share = (values - own_mean) / (means[c] - own_mean)
+                stays |= beside & (share >= 0) & (share <= 0.5)
+                toward = beside & (share > 0.5) & (share <= 1.5) & (distance[c] < boundary_distance)
+                target[toward], boundary_distance[toward] = c, distance[c][toward]
+            flip = (own > self.sds) & ~stays & (target != own_labels)
+            out = np.where(flip, target, own_labels).astype(np.uint8)
+            pairs = own_labels[flip] * self.classes + target[flip]
             moved += np.bincount(pairs, minlength=self.classes**2).reshape(self.classes, self.classes)
             writer[start:stop] = out
         return moved

@@ -70,17 +70,20 @@ def test_labels_the_values_agree_with_are_kept():
     assert summary["moved_fraction"] < 1e-3
 
 
-def test_a_voxel_between_its_class_and_a_neighbouring_one_is_a_mix_not_an_error():
-    values = np.full((4, 24, 24), LEVELS[1], np.float32)
-    labels = np.ones(values.shape, np.uint8)
-    values[:, :, 12:] = LEVELS[2]
-    labels[:, :, 12:] = 2
-    values[:, :, 11] = 0.8  # half way: a boundary voxel, nearer class 2 than its own
-    values += np.random.default_rng(0).normal(0, 0.02, values.shape).astype(np.float32)
-    labels[:, :, :3] = 0
-    values[:, :, :3] = LEVELS[0]
+def test_a_boundary_voxel_stays_with_the_class_it_holds_more_of():
+    """Dark (0) beside bright (2): a value a third of the way across is a mix of the two
+    (though nearest the middle class 1) and stays dark; one 80 % across goes bright."""
+    values = np.full((4, 24, 24), LEVELS[0], np.float32)
+    labels = np.zeros(values.shape, np.uint8)
+    values[:, :, 12:], labels[:, :, 12:] = LEVELS[2], 2
+    values[:, 3:6, 3:9], labels[:, 3:6, 3:9] = LEVELS[1], 1  # the middle class, away from the edge
+    values[:, :12, 11] = 0.1 + 0.35 * 0.9
+    values[:, 12:, 11] = 0.1 + 0.8 * 0.9
+    values += np.random.default_rng(0).normal(0, 0.01, values.shape).astype(np.float32)
     guarded, _ = _guard(values, labels)
-    np.testing.assert_array_equal(guarded, labels)
+    expected = labels.copy()
+    expected[:, 12:, 11] = 2
+    np.testing.assert_array_equal(guarded, expected)
 
 
 def test_slab_by_slab_is_the_whole_volume_at_once():
