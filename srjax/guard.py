@@ -10,14 +10,19 @@ values decide. Nothing in it needs ground truth:
      per-block sums of the values it gives the class, smoothed over neighbouring blocks
      by normalised convolution (falling back to the class's global mean where the class
      is absent) and interpolated back to the voxels, so drift and cupping are followed;
-  2. each class's noise sd: 1.4826 × the median absolute deviation from its field; then
-     the fields again, from the voxels within ``sds`` sd of theirs, and the sds again;
-  3. a voxel more than ``sds`` sd from its class's field is relabelled to the class it
-     is nearest in sd, unless its value is a mix of its class's and that of a class in
-     its 3×3×3 neighbourhood with at most half of the other: a boundary voxel, which
-     stays with the class it holds more of.
+     The fields are then fitted again from the consistent voxels alone: those whose
+     value is nearer their class's field than any other's;
+  2. the noise sd: each class's is 1.4826 × the median absolute deviation of its
+     consistent voxels from its field, and the guard uses their median: a class of
+     small inclusions spreads far wider than the noise (each is blurred into its
+     surroundings), and its own sd would let its field claim their surroundings;
+  3. a voxel more than ``sds`` noise sd from its class's field is relabelled to the
+     class whose field is nearest its value, unless its value is a mix of its class's
+     and that of a class in its 3×3×3 neighbourhood with at most half of the other: a
+     boundary voxel, which stays with the class it holds more of (with more, it goes
+     to that class, never to one whose value merely lies between the two).
 
-The volume is streamed five times a slab at a time, so it never has to fit in memory.
+The volume is streamed four times a slab at a time, so it never has to fit in memory.
 """
 
 from __future__ import annotations
@@ -86,31 +91,31 @@ class Guard:
             yield start, stop, values, labels
 
     def fit(self) -> None:
-        """Class fields and noise sds from every voxel, then the fields again from the voxels
-        within ``sds`` sd of their class's field (the net's errors would otherwise pull a
-        field toward the class they belong to) and the sds around those."""
-        self._fields(self._class_sums(inliers=False))
+        """Class fields from every voxel, then again from the consistent voxels only (where
+        the net is wrong over a region, its values would pull the field toward the class
+        they belong to), and the noise sds about those fields."""
+        self._fields(self._class_sums(consistent=False))
+        self._fields(self._class_sums(consistent=True))
         self.noise = self._noise()
-        self._fields(self._class_sums(inliers=True))
-        self.noise = self._noise()
+        self.sd = float(np.median(self.noise))
 
-    def _distances(self, start: int, stop: int, values: np.ndarray):
-        """The class fields [classes, d, H, W] at slices [start, stop) and each voxel's distance to them in sd."""
-        means = self._means(start, stop)
-        return means, np.abs(values[None] - means) / np.maximum(self.noise[:, None, None, None], 1e-12)
+    def _consistent(self, start: int, stop: int, values: np.ndarray, labels: np.ndarray):
+        """Each voxel's absolute deviation from its class's field, and whether its value is
+        nearer that field than any other class's."""
+        residuals = np.abs(values[None] - self._means(start, stop))
+        own = np.take_along_axis(residuals, labels[None].astype(np.intp), 0)[0]
+        return own, residuals.argmin(axis=0) == labels
 
-    def _class_sums(self, inliers: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Per class and block, the sum and count of the values labelled that class (only the inliers')."""
+    def _class_sums(self, consistent: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per class and block, the sum and count of the values labelled that class (only the consistent ones)."""
         n, h, w = self.values.shape
         coarse = tuple(-(-s // self.block) for s in (n, h, w))
         sums, counts = np.zeros((self.classes, *coarse)), np.zeros((self.classes, *coarse))
         for start, stop, values, labels in self._slabs("stage 3 guard: class fields"):
             z = start // self.block
-            if inliers:
-                distance = self._distances(start, stop, values)[1]
-                near = np.take_along_axis(distance, labels[None].astype(np.intp), 0)[0] <= self.sds
+            kept = self._consistent(start, stop, values, labels)[1] if consistent else True
             for c in range(self.classes):
-                mine = (labels == c) & near if inliers else labels == c
+                mine = (labels == c) & kept
                 block_sums = _block_sums(np.where(mine, values, 0).astype(np.float64), self.block)
                 sums[c, z:z + len(block_sums)] += block_sums
                 counts[c, z:z + len(block_sums)] += _block_sums(mine.astype(np.float64), self.block)
@@ -127,12 +132,13 @@ class Guard:
         self.residual_step = max(float(overall.max() - overall.min()), 1e-12) / RESIDUAL_BINS
 
     def _noise(self) -> np.ndarray:
-        """Each class's sd about its field: 1.4826 × the median absolute deviation, from a histogram."""
+        """Each class's sd about its field: 1.4826 × the median absolute deviation of its
+        consistent voxels, from a histogram."""
         histograms = np.zeros((self.classes, RESIDUAL_BINS + 1), np.int64)
         for start, stop, values, labels in self._slabs("stage 3 guard: noise"):
-            own = np.take_along_axis(self._means(start, stop), labels[None].astype(np.intp), 0)[0]
-            bins = np.minimum(np.abs(values - own) / self.residual_step, RESIDUAL_BINS).astype(np.intp)
-            histograms += np.stack([np.bincount(bins[labels == c], minlength=RESIDUAL_BINS + 1)
+            own, consistent = self._consistent(start, stop, values, labels)
+            bins = np.minimum(own / self.residual_step, RESIDUAL_BINS).astype(np.intp)
+            histograms += np.stack([np.bincount(bins[(labels == c) & consistent], minlength=RESIDUAL_BINS + 1)
                                     for c in range(self.classes)])
         pooled = histograms.sum(axis=0)
         return np.array([MAD_TO_SD * self.residual_step * (_median_bin(row if row.sum() >= NOISE_VOXELS else pooled)
@@ -151,11 +157,12 @@ class Guard:
         A voxel whose value is a mix of its own class and a neighbour's class c (a share of
         c's value between 0 and 1.5) is a boundary voxel: it stays if it holds at most half
         of c, else goes to c, never to a class whose value merely lies between the two.
-        Any other voxel far from its class goes to the class it is nearest in sd."""
+        Any other voxel far from its class goes to the class whose field is nearest its value."""
         moved = np.zeros((self.classes, self.classes), np.int64)
         footprint = np.ones((3, 3, 3), bool)
         for start, stop, values, labels in self._slabs("stage 3 guard: relabel", halo=1):
-            means, distance = self._distances(start, stop, values)
+            means = self._means(start, stop)
+            distance = np.abs(values[None] - means) / max(self.sd, 1e-12)  # in noise sd
             own_labels = labels[1:-1].astype(np.intp)
             own = np.take_along_axis(distance, own_labels[None], 0)[0]
             own_mean = np.take_along_axis(means, own_labels[None], 0)[0]
@@ -177,7 +184,7 @@ class Guard:
         return moved
 
     def summary(self, moved: np.ndarray) -> dict:
-        return {"sds": self.sds, "block": self.block, "noise_sd": self.noise.tolist(),
+        return {"sds": self.sds, "block": self.block, "noise_sd": self.sd, "class_sd": self.noise.tolist(),
                 "moved": moved.tolist(), "moved_fraction": float(moved.sum() / np.prod(self.values.shape))}
 
 

@@ -60,7 +60,7 @@ def test_the_guard_gives_back_what_the_net_erased_and_leaves_the_rest():
     assert (guarded[far] != net[far]).mean() < 1e-3
     assert summary["moved"][1][2] == (guarded[net == 1] == 2).sum()
     # The sd is measured around each class's field: the bias (13 sd across the volume) is not noise.
-    np.testing.assert_allclose(summary["noise_sd"][:2], 0.03, rtol=0.25)
+    np.testing.assert_allclose(summary["class_sd"][:2], 0.03, rtol=0.25)
 
 
 def test_labels_the_values_agree_with_are_kept():
