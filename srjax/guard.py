@@ -9,7 +9,7 @@ values decide. Nothing in it needs ground truth:
   1. each class's local mean grey level as a smooth field, from the net's own labels:
      per-block sums of the values it gives the class, smoothed over neighbouring blocks
      by normalised convolution (falling back to the class's global mean where the class
-     is absent) and interpolated back to the voxels, so drift and cupping are followed;
+     is absent) and interpolated back to the voxels, so drift and cupping are followed.
      The fields are then fitted again from the consistent voxels alone: those whose
      value is nearer their class's field than any other's;
   2. the noise sd: each class's is 1.4826 × the median absolute deviation of its
@@ -72,7 +72,7 @@ class Guard:
         classes = self.classes = len(self.prior_means)
         self.sds, self.block, self.progress = sds, block, progress
         n, h, w = values.shape
-        # Pass 3 holds a field and a distance per class for every voxel of a slab.
+        # Relabelling holds a field and a distance per class for every voxel of a slab.
         self.depth = block * max(1, slab_depth(values.shape, np.float32, SLAB_BYTES // classes) // block)
         self.rows, self.cols = interpolation_matrix(h, block), interpolation_matrix(w, block)
         self.slices = interpolation_matrix(n, block)
