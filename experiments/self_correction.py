@@ -1,29 +1,30 @@
-"""Stage 3's switches over seeds and phantom families, each against one candidate recipe.
+"""Stage 3's switches over seeds and phantom families, each against srjax's default.
 
-The ``candidate`` is what a 2-seed pilot on the four families pointed at: the U-Net with
-skip connections (the no-skip net of the paper loses the rock's rare phase and fine
-detail in stage 2), slices labelled in windows of the training crop, and stage 3
-anchored to the pseudo labels with weight 1: srjax's defaults since its 5 seeds.
-``paper`` is the paper's recipe (``--recipe paper``: the no-skip net, whole slices, no
-anchor). Every other variant is the candidate with one switch turned off, or another
-turned on; ``no_skips_class_crops`` asks whether class-centred crops let the no-skip net
-(which corrected the magnesium drift best in the pilot) keep the rock's rare phase.
+The ``default`` is srjax's recipe: the paper's U-Net without skips, slices labelled in
+windows of the training crop, stage 3 anchored to the pseudo labels with weight 1, and
+its labels through the intensity guard (``srjax.guard``). The no-skip net sees through
+drift and cupping but blurs small things, which the guard hands back to the voxel
+values. ``paper`` is the paper's recipe (``--recipe paper``: no anchor, whole slices, no
+guard); ``skips`` is the U-Net with skip connections and no guard (srjax's default
+before this study's five seeds: it keeps detail, and with it clustering's drift and
+cupping errors). Every other variant is the default with one switch turned off, or
+another turned on.
 
 Every variant of one seed on one family shares that seed's stage 1; variants with the
-same net and crops share stage 2 (``paper`` and ``no_skips``; each ``class_crops``
-variant its own; all the others one), and variants that
-differ only in how the volume is labelled afterwards share stage 3 as well
-(``candidate``, ``whole_slice_inference``, ``eight_views`` and ``guard``; ``no_skips``
-and ``no_skips_guard``). ``guard`` puts the net's labels through the intensity guard
-(``srjax.guard``): the no-skip net sees through drift and cupping but blurs small
-things, which the guard hands back to the voxel values. The families
-(``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo), composite (well
-separated, clustering nearly right), cupping (beam hardening) and rock (a rare bright
-phase at ~2 % of the voxels, cracks).
+same net and crops share stage 2 (``default``, ``paper`` and every stage-3 switch;
+``skips`` and ``skips_guard``; ``class_crops``), and variants that differ only in how
+the volume is labelled afterwards share stage 3 as well (``default``, ``no_guard``,
+``whole_slice_inference`` and ``eight_views``; ``skips`` and ``skips_guard``). The
+families (``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo),
+composite (well separated, clustering nearly right), cupping (beam hardening) and rock
+(a rare bright phase at ~2 % of the voxels, cracks).
 
-At the cpu size the whole study is about 22 hours of a 2-core machine running two shares
-at a time; ``--members`` runs a share of it (``'*,candidate,*'`` first) and ``--prior``
-carries members finished elsewhere.
+At the cpu size the whole study is about 20 hours of a 2-core machine running two shares
+at a time; ``--members`` runs a share of it (``'*,default,*'`` first) and ``--prior``
+carries members finished elsewhere. Results from before the default changed were kept
+under their variant's present name (``candidate`` is ``skips``, ``no_skips`` is
+``no_guard``, ``no_skips_guard`` is ``default``): the same configs, which ``--prior``
+checks member by member.
 """
 
 from srjax.phantom import CLASSES, family
@@ -34,11 +35,13 @@ SEEDS = {"tiny": (0,), "cpu": (0, 1, 2, 3, 4), "paper": (0, 1, 2, 3, 4)}
 FAMILIES = {"tiny": ("magnesium",), "cpu": ("magnesium", "composite", "cupping", "rock"),
             "paper": ("magnesium", "composite", "cupping", "rock")}
 
-CANDIDATE = {"model.name": "unet", "predict_tiled": True, "stage3.anchor": 1.0}
+DEFAULT = {"model.name": "unet_noskip", "guard": 3.0, "predict_tiled": True, "stage3.anchor": 1.0}
 SWITCHES = {
-    "candidate": {},
+    "default": {},
     "paper": dict(item.split("=") for item in RECIPES["paper"]),
-    "no_skips": {"model.name": "unet_noskip"},
+    "no_guard": {"guard": 0.0},
+    "skips": {"model.name": "unet", "guard": 0.0},
+    "skips_guard": {"model.name": "unet"},
     "no_anchor": {"stage3.anchor": 0.0},
     "whole_slice_inference": {"predict_tiled": False},
     "eight_views": {"predict_views": 8},
@@ -51,12 +54,9 @@ SWITCHES = {
     "light_anchor": {"stage3.anchor": 0.3},
     "fading_anchor": {"stage3.anchor_fade": 600},  # gone halfway through stage 3
     "class_crops": {"data.class_crops": 0.33},
-    "no_skips_class_crops": {"model.name": "unet_noskip", "data.class_crops": 0.33},
-    "guard": {"guard": 3.0},
-    "no_skips_guard": {"model.name": "unet_noskip", "guard": 3.0},
 }
 # At the tiny size (the test suite runs every study) one variant per kind of sharing is enough.
-TINY = ("candidate", "paper", "no_anchor", "eight_views")
+TINY = ("default", "paper", "no_anchor", "eight_views")
 
 
 def sweep(size: str) -> Sweep:
@@ -64,5 +64,5 @@ def sweep(size: str) -> Sweep:
     names = FAMILIES[size]
     volumes = {name: family(name, phantom.shape) for name in names}
     classes = {name: {"pseudo.classes": CLASSES[name]} for name in names}
-    chosen = {name: {**CANDIDATE, **switch} for name, switch in SWITCHES.items() if size != "tiny" or name in TINY}
+    chosen = {name: {**DEFAULT, **switch} for name, switch in SWITCHES.items() if size != "tiny" or name in TINY}
     return Sweep("self_correction", base, volumes, variants(volumes, chosen, SEEDS[size], classes))

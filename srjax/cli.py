@@ -80,6 +80,10 @@ def _print_results(metrics: dict, out) -> None:
     from srjax.report import score_table, summary_table
 
     print(summary_table(metrics["summary"]))
+    if "guard" in metrics:
+        guard = metrics["guard"]
+        print(f"intensity guard: {100 * guard['moved_fraction']:.2f} % of the voxels moved off the stage-3 net's "
+              f"labels (noise sd {guard['noise_sd']:.4g}); the net's own labels are in net_labels.ome.zarr")
     if "stage3" in metrics:
         print(score_table(metrics))
     print(f"outputs in {out}: labels.ome.zarr, confidence.ome.zarr, report.html, panel.png, metrics.json")
@@ -307,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "population; default: on an accelerator only (on a CPU they are slower than one by one)")
     p.add_argument("--members", nargs="+", default=[], metavar="PATTERN",
                    help="run only the members whose name matches one of these shell patterns, e.g. "
-                   "'*,candidate,*' or '*seed=0': a share of a long study")
+                   "'*,default,*' or '*seed=0': a share of a long study")
     p.add_argument("--prior", action="append", default=[], metavar="DIR",
                    help="a sweep directory (or its results.json) of the same study and size: members it finished "
                    "are not rerun and join this directory's tables (repeatable)")

@@ -77,8 +77,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    # With skips (the paper's net has none): the no-skip net loses rare phases and fine detail.
-    name: str = _field("unet", choices="model")
+    # The paper's net, without skips: it reaches its decoder only through the bottleneck, so
+    # it labels from a wide field and corrects drift and cupping; what it blurs, the guard restores.
+    name: str = _field("unet_noskip", choices="model")
     width: str = _field("paper", choices="width")
     dropout: float = _field(0.1, FRACTION_BELOW_ONE)
 
@@ -150,7 +151,7 @@ class Config:
     predict_views: int = _field(1, Range(low=1, high=8))  # dihedral views averaged when labelling the volume
     # Stage 3's intensity guard (srjax.guard): a voxel whose value lies more than this many
     # noise sd from its class's local mean goes to the class its value is nearest (0: off).
-    guard: float = _field(0.0, NON_NEGATIVE)
+    guard: float = _field(3.0, NON_NEGATIVE)
     guard_block: int = _field(8, COUNT)  # voxels per side of the blocks the class means are smoothed over
     pseudo: PseudoConfig = PseudoConfig()
     data: DataConfig = DataConfig()

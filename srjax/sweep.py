@@ -276,7 +276,7 @@ def check(sweep: Sweep, paths: dict, mesh) -> None:
 
 def select(sweep: Sweep, patterns: tuple[str, ...]) -> Sweep:
     """The sweep with only the members whose name matches one of ``patterns`` (shell-style,
-    e.g. ``'*,candidate,*'``); all of them when there are none."""
+    e.g. ``'*,default,*'``); all of them when there are none."""
     if not patterns:
         return sweep
     chosen = tuple(m for m in sweep.members if any(fnmatch.fnmatchcase(m.name, p) for p in patterns))

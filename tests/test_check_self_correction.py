@@ -26,7 +26,7 @@ def _row(member, volume, seed, pseudo, stage2, stage3, intergrowth=(0.3, 0.3), v
 
 def _sweep(tmp_path, rows: list[dict]) -> Path:
     members = [{"name": row["member"], "volume": row["volume"], "overrides": {"seed": row["seed"]},
-                "variant": "candidate"} for row in rows]
+                "variant": "default"} for row in rows]
     (tmp_path / "results.json").write_text(json.dumps({"sweep": {"members": members}, "rows": rows}))
     return tmp_path
 
@@ -40,7 +40,7 @@ def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
         _row("c1", "composite", 1, (0.9, 0.90), (0.9, 0.90), (0.9, 0.88), vanished=True),
     ])
     found = {family: {name: holds for name, holds, _ in tool.checks(family, rows)}
-             for family, rows in tool.members(out, "candidate").items()}
+             for family, rows in tool.members(out, "default").items()}
     magnesium, composite = found["magnesium"], found["composite"]
     assert not magnesium["stage 3 above the pseudo labels in pixel_accuracy on every seed"]  # seed 1: 0.69 < 0.7
     assert magnesium["stage 3 above the pseudo labels in miou on every seed"]

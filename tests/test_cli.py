@@ -23,12 +23,12 @@ def _srjax(*args):
 
 def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     out = tmp_path / "out"
-    # A non-default model and loss, so that names given with --set reach the pipeline; and the guard.
+    # A non-default model and loss, so that names given with --set reach the pipeline.
     result = _srjax("run", str(tiny_files / "volume.npy"), "--classes", "4", "--out", str(out),
                     "--config", str(tiny_files / "tiny.json"), "--truth", str(tiny_files / "truth.npy"),
-                    "--set", "model=resunetpp_noskip", "--set", "loss=sce", "--set", "guard=3")
+                    "--set", "model=resunetpp_noskip", "--set", "loss=sce")
     assert result.returncode == 0, result.stderr
-    assert "pixel accuracy" in result.stdout
+    assert "pixel accuracy" in result.stdout and "intensity guard:" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     for stage in ("pseudo", "stage2", "stage3"):
         for key in ("pixel_accuracy", "miou"):

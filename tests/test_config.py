@@ -41,7 +41,7 @@ def test_the_paper_recipe_is_the_papers_net_and_turns_off_every_stage3_addition_
         assert (paper.stage3.confidence, paper.stage3.ema) == (0.5, 0.99)
         assert not paper.predict_tiled and paper.predict_views == 1 and paper.stage3.teacher_views == 1
         assert paper.model.name == "unet_noskip" and paper.model.width == base.model.width
-        assert paper.data.class_crops == 0 and paper.stage2 == base.stage2
+        assert paper.data.class_crops == 0 and paper.guard == 0 and paper.stage2 == base.stage2
         sizes = [(c.data.crop, c.data.batch_size, c.data.slices, c.stage3.steps) for c in (paper, base)]
         assert sizes[0] == sizes[1]  # sizes stay the preset's
     with pytest.raises(SrjaxError, match="unknown recipe 'nope'"):

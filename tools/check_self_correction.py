@@ -1,6 +1,6 @@
 """Does stage 3 correct its pseudo labels? The checks of the self-correction study, per family.
 
-  python tools/check_self_correction.py SWEEP_DIR_OR_RESULTS_JSON [--variant candidate]
+  python tools/check_self_correction.py SWEEP_DIR_OR_RESULTS_JSON [--variant default]
 
 Reads the results.json of a sweep of ``experiments/self_correction.py`` (or of any
 sweep over the phantom families; its members finished there or carried from a
@@ -84,7 +84,7 @@ def checks(family: str, rows: list[dict]) -> list[tuple[str, bool, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path)
-    parser.add_argument("--variant", default="candidate")
+    parser.add_argument("--variant", default="default")
     args = parser.parse_args()
     failed = 0
     for family, rows in members(args.sweep, args.variant).items():
