@@ -1,11 +1,11 @@
 """Stage 3's switches over seeds and phantom families, each against srjax's default.
 
-The ``default`` is srjax's recipe: the paper's U-Net without skips, slices labelled in
-windows of the training crop, stage 3 anchored to the pseudo labels with weight 1, and
-its labels through the intensity guard (``srjax.guard``). The no-skip net sees through
-drift and cupping but blurs small things, which the guard hands back to the voxel
-values. ``paper`` is the paper's recipe (``--recipe paper``: no anchor, whole slices, no
-guard); ``skips`` is the U-Net with skip connections and no guard (srjax's default
+The ``default`` is srjax's recipe: the paper's U-Net without skips, whole slices
+labelled at once, stage 3 anchored to the pseudo labels with weight 1, and its labels
+through the intensity guard (``srjax.guard``). The no-skip net sees through drift and
+cupping but blurs small things, which the guard hands back to the voxel values.
+``paper`` is the paper's recipe (``--recipe paper``: no anchor, no guard); ``skips`` is
+the U-Net with skip connections, labelling in windows, with no guard (srjax's default
 before this study's five seeds: it keeps detail, and with it clustering's drift and
 cupping errors). Every other variant is the default with one switch turned off, or
 another turned on.
@@ -14,7 +14,7 @@ Every variant of one seed on one family shares that seed's stage 1; variants wit
 same net and crops share stage 2 (``default``, ``paper`` and every stage-3 switch;
 ``skips`` and ``skips_guard``; ``class_crops``), and variants that differ only in how
 the volume is labelled afterwards share stage 3 as well (``default``, ``no_guard``,
-``whole_slice_inference`` and ``eight_views``; ``skips`` and ``skips_guard``). The
+``windowed_inference`` and ``eight_views``; ``skips`` and ``skips_guard``). The
 families (``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo),
 composite (well separated, clustering nearly right), cupping (beam hardening) and rock
 (a rare bright phase at ~2 % of the voxels, cracks).
@@ -22,9 +22,9 @@ composite (well separated, clustering nearly right), cupping (beam hardening) an
 At the cpu size the whole study is about 20 hours of a 2-core machine running two shares
 at a time; ``--members`` runs a share of it (``'*,default,*'`` first) and ``--prior``
 carries members finished elsewhere. Results from before the default changed were kept
-under their variant's present name (``candidate`` is ``skips``, ``no_skips`` is
-``no_guard``, ``no_skips_guard`` is ``default``): the same configs, which ``--prior``
-checks member by member.
+under their variant's present name (``candidate``, which labelled in windows, is
+``skips``; ``no_skips_guard`` is ``windowed_inference``; ``whole_slice_inference`` is
+``default``): the same configs, which ``--prior`` checks member by member.
 """
 
 from srjax.phantom import CLASSES, family
@@ -35,15 +35,15 @@ SEEDS = {"tiny": (0,), "cpu": (0, 1, 2, 3, 4), "paper": (0, 1, 2, 3, 4)}
 FAMILIES = {"tiny": ("magnesium",), "cpu": ("magnesium", "composite", "cupping", "rock"),
             "paper": ("magnesium", "composite", "cupping", "rock")}
 
-DEFAULT = {"model.name": "unet_noskip", "guard": 3.0, "predict_tiled": True, "stage3.anchor": 1.0}
+DEFAULT = {"model.name": "unet_noskip", "guard": 3.0, "predict_tiled": False, "stage3.anchor": 1.0}
 SWITCHES = {
     "default": {},
     "paper": dict(item.split("=") for item in RECIPES["paper"]),
     "no_guard": {"guard": 0.0},
-    "skips": {"model.name": "unet", "guard": 0.0},
-    "skips_guard": {"model.name": "unet"},
+    "skips": {"model.name": "unet", "guard": 0.0, "predict_tiled": True},
+    "skips_guard": {"model.name": "unet", "predict_tiled": True},
     "no_anchor": {"stage3.anchor": 0.0},
-    "whole_slice_inference": {"predict_tiled": False},
+    "windowed_inference": {"predict_tiled": True},
     "eight_views": {"predict_views": 8},
     "cutmix": {"stage3.cutmix": 0.5},
     "teacher_four_views": {"stage3.teacher_views": 4},

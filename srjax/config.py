@@ -146,8 +146,9 @@ class Config:
     checkpoint_every: int = _field(100, COUNT)
     predict_batch: int = _field(8, COUNT)
     # Label slices in half-overlapping windows of the training crop, the field GroupNorm was
-    # trained on (False: whole slices at once, as the paper does).
-    predict_tiled: bool = True
+    # trained on, instead of whole slices at once as the paper does. The whole slice gives
+    # the no-skip net the context it needs under beam-hardening cupping (README, "Experiments").
+    predict_tiled: bool = False
     predict_views: int = _field(1, Range(low=1, high=8))  # dihedral views averaged when labelling the volume
     # Stage 3's intensity guard (srjax.guard): a voxel whose value lies more than this many
     # noise sd from its class's local mean goes to the class its value is nearest (0: off).

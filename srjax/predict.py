@@ -1,10 +1,11 @@
 """Whole-volume inference: every slice with its S-slice context, sharded over the mesh.
 
-A slice is labelled the way the network saw its training data: in windows of the
-training crop size, half-overlapping and blended with a Gaussian weight that trusts
-a window's centre over its edges (nnU-Net's sliding window). Whole-slice inference
-would feed GroupNorm statistics of a far larger field than any crop it was trained
-on. Optionally the class probabilities are averaged over the 8 dihedral views.
+A slice is labelled whole, or the way the network saw its training data: in windows of
+the training crop size, half-overlapping and blended with a Gaussian weight that trusts
+a window's centre over its edges (nnU-Net's sliding window). The whole slice feeds
+GroupNorm statistics of a far larger field than any crop the net was trained on, and
+gives it the sample's full context. Optionally the class probabilities are averaged
+over the 8 dihedral views.
 """
 
 from __future__ import annotations
