@@ -23,6 +23,7 @@ values decide. Nothing in it needs ground truth:
      to that class, never to one whose value merely lies between the two).
 
 The volume is streamed four times a slab at a time, so it never has to fit in memory.
+Voxels outside stage 1's mask take no part and keep the net's labels.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def _block_sums(array: np.ndarray, block: int) -> np.ndarray:
 class Guard:
     """Class fields, noise sds and the relabelling of one volume's net labels."""
 
-    def __init__(self, values: Source, labels: Source, prior_means, sds: float, block: int, progress: bool = False):
-        self.values, self.labels = values, labels
+    def __init__(self, values: Source, labels: Source, prior_means, sds: float, block: int, progress: bool = False,
+                 mask=None):
+        self.values, self.labels, self.mask = values, labels, mask
         self.prior_means = np.asarray(prior_means, np.float64).reshape(len(prior_means), -1)[:, 0]
         classes = self.classes = len(self.prior_means)
         self.sds, self.block, self.progress = sds, block, progress
@@ -78,17 +80,21 @@ class Guard:
         self.slices = interpolation_matrix(n, block)
 
     def _slabs(self, desc: str, halo: int = 0):
-        """Yield (start, stop, values [stop - start, H, W] float32, labels with ``halo`` slices each side)."""
+        """Yield (start, stop, values [stop - start, H, W] float32, labels with ``halo`` slices
+        each side, inside: where the mask holds, None without one)."""
         n = self.values.shape[0]
         for start in progress_bar(range(0, n, self.depth), desc=desc, unit="slab", disable=not self.progress):
             check_interrupt()
             stop = min(start + self.depth, n)
             values = np.asarray(self.values.read(start, stop), np.float32)
+            inside = None if self.mask is None else np.stack([self.mask(z) for z in range(start, stop)])
+            if inside is not None:
+                values[~inside] = 0  # NaN is allowed outside the mask
             first, last = max(start - halo, 0), min(stop + halo, n)
             labels = np.asarray(self.labels.read(first, last))
             before, after = halo - (start - first), halo - (last - stop)
             labels = np.pad(labels, [(before, after), (0, 0), (0, 0)], mode="edge")
-            yield start, stop, values, labels
+            yield start, stop, values, labels, inside
 
     def fit(self) -> None:
         """Class fields from every voxel, then again from the consistent voxels only (where
@@ -111,9 +117,10 @@ class Guard:
         n, h, w = self.values.shape
         coarse = tuple(-(-s // self.block) for s in (n, h, w))
         sums, counts = np.zeros((self.classes, *coarse)), np.zeros((self.classes, *coarse))
-        for start, stop, values, labels in self._slabs("stage 3 guard: class fields"):
+        for start, stop, values, labels, inside in self._slabs("stage 3 guard: class fields"):
             z = start // self.block
             kept = self._consistent(start, stop, values, labels)[1] if consistent else True
+            kept = kept if inside is None else kept & inside
             for c in range(self.classes):
                 mine = (labels == c) & kept
                 block_sums = _block_sums(np.where(mine, values, 0).astype(np.float64), self.block)
@@ -135,8 +142,9 @@ class Guard:
         """Each class's sd about its field: 1.4826 × the median absolute deviation of its
         consistent voxels, from a histogram."""
         histograms = np.zeros((self.classes, RESIDUAL_BINS + 1), np.int64)
-        for start, stop, values, labels in self._slabs("stage 3 guard: noise"):
+        for start, stop, values, labels, inside in self._slabs("stage 3 guard: noise"):
             own, consistent = self._consistent(start, stop, values, labels)
+            consistent = consistent if inside is None else consistent & inside
             bins = np.minimum(own / self.residual_step, RESIDUAL_BINS).astype(np.intp)
             histograms += np.stack([np.bincount(bins[(labels == c) & consistent], minlength=RESIDUAL_BINS + 1)
                                     for c in range(self.classes)])
@@ -160,7 +168,7 @@ class Guard:
         Any other voxel far from its class goes to the class whose field is nearest its value."""
         moved = np.zeros((self.classes, self.classes), np.int64)
         footprint = np.ones((3, 3, 3), bool)
-        for start, stop, values, labels in self._slabs("stage 3 guard: relabel", halo=1):
+        for start, stop, values, labels, inside in self._slabs("stage 3 guard: relabel", halo=1):
             means = self._means(start, stop)
             distance = np.abs(values[None] - means) / max(self.sd, 1e-12)  # in noise sd
             own_labels = labels[1:-1].astype(np.intp)
@@ -177,6 +185,7 @@ class Guard:
                 toward = beside & (share > 0.5) & (share <= 1.5) & (distance[c] < boundary_distance)
                 target[toward], boundary_distance[toward] = c, distance[c][toward]
             flip = (own > self.sds) & ~stays & (target != own_labels)
+            flip = flip if inside is None else flip & inside
             out = np.where(flip, target, own_labels).astype(np.uint8)
             pairs = own_labels[flip] * self.classes + target[flip]
             moved += np.bincount(pairs, minlength=self.classes**2).reshape(self.classes, self.classes)
@@ -194,9 +203,10 @@ def _median_bin(counts: np.ndarray) -> int:
 
 
 def guard_labels(values: Source, labels: Source, writer, prior_means, sds: float, block: int,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, mask=None) -> dict:
     """Relabel what ``values`` contradict in ``labels`` into ``writer``; return what moved (see the
-    module). ``prior_means``: each class's mean value from stage 1, for a class the net has lost."""
-    guard = Guard(values, labels, prior_means, sds, block, progress)
+    module). ``prior_means``: each class's mean value from stage 1, for a class the net has lost;
+    ``mask``: stage 1's (``srjax.pseudo.Mask``: slice index -> [H, W] bool or None), or None."""
+    guard = Guard(values, labels, prior_means, sds, block, progress, mask)
     guard.fit()
     return guard.summary(guard.relabel(writer))

@@ -2,6 +2,7 @@ import numpy as np
 from scipy import ndimage
 
 from srjax.guard import Guard, guard_labels, interpolation_matrix
+from srjax.pseudo import Mask, circle_mask
 from srjax.sources import from_store
 
 LEVELS = np.array([0.1, 0.5, 1.0])
@@ -34,9 +35,10 @@ def _sample(seed=0, shape=(16, 64, 64)):
     return values.astype(np.float32), truth, net
 
 
-def _guard(values, labels, sds=3.0, block=4):
+def _guard(values, labels, sds=3.0, block=4, mask=None):
     sink = Sink(values.shape)
-    summary = guard_labels(from_store(values, "values"), from_store(labels, "labels"), sink, LEVELS, sds, block)
+    summary = guard_labels(from_store(values, "values"), from_store(labels, "labels"), sink, LEVELS, sds, block,
+                           mask=mask)
     return sink.array, summary
 
 
@@ -61,6 +63,20 @@ def test_the_guard_gives_back_what_the_net_erased_and_leaves_the_rest():
     assert summary["moved"][1][2] == (guarded[net == 1] == 2).sum()
     # The sd is measured around each class's field: the bias (13 sd across the volume) is not noise.
     np.testing.assert_allclose(summary["class_sd"][:2], 0.03, rtol=0.25)
+
+
+def test_voxels_outside_the_mask_take_no_part_and_keep_the_nets_labels():
+    values, truth, net = _sample(seed=3)
+    disc = circle_mask(values.shape)
+    values[:, ~disc] = np.nan  # as stage 1 allows outside its mask
+    net[:, ~disc] = 2
+    guarded, summary = _guard(values, net, mask=Mask("circle", values.shape))
+    assert (guarded[:, ~disc] == 2).all()
+    balls = (truth == 2) & disc
+    assert (guarded[balls] == 2).mean() > 0.8
+    far = ~ndimage.binary_dilation(truth == 2, iterations=2) & disc
+    assert (guarded[far] != net[far]).mean() < 1e-3
+    assert np.isfinite(summary["noise_sd"])
 
 
 def test_labels_the_values_agree_with_are_kept():
