@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from srjax.outputs import check_interrupt
 from srjax.progress import bar as progress_bar
+from srjax.pseudo import Mask
 from srjax.sources import SLAB_BYTES, Source, slab_depth
 
 MAD_TO_SD = 1.4826
@@ -69,7 +70,8 @@ class Guard:
 
     def __init__(self, values: Source, labels: Source, prior_means, sds: float, block: int, progress: bool = False,
                  mask=None):
-        self.values, self.labels, self.mask = values, labels, mask
+        self.values, self.labels = values, labels
+        self.mask = mask if isinstance(mask, Mask) else Mask(mask, values.shape, "pseudo.mask")
         self.prior_means = np.asarray(prior_means, np.float64).reshape(len(prior_means), -1)[:, 0]
         classes = self.classes = len(self.prior_means)
         self.sds, self.block, self.progress = sds, block, progress
@@ -87,7 +89,8 @@ class Guard:
             check_interrupt()
             stop = min(start + self.depth, n)
             values = np.asarray(self.values.read(start, stop), np.float32)
-            inside = None if self.mask is None else np.stack([self.mask(z) for z in range(start, stop)])
+            planes = [self.mask(z) for z in range(start, stop)]
+            inside = None if planes[0] is None else np.stack(planes)
             if inside is not None:
                 values[~inside] = 0  # NaN is allowed outside the mask
             first, last = max(start - halo, 0), min(stop + halo, n)
@@ -206,7 +209,7 @@ def guard_labels(values: Source, labels: Source, writer, prior_means, sds: float
                  progress: bool = False, mask=None) -> dict:
     """Relabel what ``values`` contradict in ``labels`` into ``writer``; return what moved (see the
     module). ``prior_means``: each class's mean value from stage 1, for a class the net has lost;
-    ``mask``: stage 1's (``srjax.pseudo.Mask``: slice index -> [H, W] bool or None), or None."""
+    ``mask``: stage 1's (a ``srjax.pseudo.Mask`` or its spec: None, "circle" or a mask volume's path)."""
     guard = Guard(values, labels, prior_means, sds, block, progress, mask)
     guard.fit()
     return guard.summary(guard.relabel(writer))

@@ -224,9 +224,9 @@ class Predict:
         net = from_store(io.open_volume(ctx.run.net_labels, "stage 3 net labels"), "stage 3 net labels")
         with io.ome_zarr_writer(ctx.run.labels, ctx.store.shape, np.uint8, name=self.title,
                                 labels=ctx.class_names, **ctx.labels_meta) as labels:
-            mask = pseudo.Mask(ctx.config.pseudo.mask, ctx.store.shape, "pseudo.mask") if ctx.config.pseudo.mask else None
             return guard_labels(from_store(ctx.store, "volume"), net, labels, ctx.stage1["means"],
-                                ctx.config.guard, ctx.config.guard_block, ctx.progress, mask)
+                                ctx.config.guard, ctx.config.guard_block, ctx.progress,
+                                ctx.config.pseudo.mask or None)
 
 
 class Summary:
