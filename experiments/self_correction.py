@@ -14,7 +14,8 @@ Every variant of one seed on one family shares that seed's stage 1; variants wit
 same net and crops share stage 2 (``default``, ``paper`` and every stage-3 switch;
 ``skips`` and ``skips_guard``; ``class_crops``), and variants that differ only in how
 the volume is labelled afterwards share stage 3 as well (``default``, ``no_guard``,
-``windowed_inference`` and ``eight_views``; ``skips`` and ``skips_guard``). The
+``windowed_inference`` and ``eight_views``; ``skips`` and ``skips_guard``; ``no_anchor``
+and ``paper``), as do the ``stage3_*`` durations (one 2,400-step stage 3). The
 families (``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo),
 composite (well separated, clustering nearly right), cupping (beam hardening) and rock
 (a rare bright phase at ~2 % of the voxels, cracks).
@@ -35,6 +36,7 @@ SEEDS = {"tiny": (0,), "cpu": (0, 1, 2, 3, 4), "paper": (0, 1, 2, 3, 4)}
 FAMILIES = {"tiny": ("magnesium",), "cpu": ("magnesium", "composite", "cupping", "rock"),
             "paper": ("magnesium", "composite", "cupping", "rock")}
 
+STAGE3_STEPS = (300, 600, 900, 1500, 1800, 2100, 2400)
 DEFAULT = {"model.name": "unet_noskip", "guard": 3.0, "predict_tiled": False, "stage3.anchor": 1.0}
 SWITCHES = {
     "default": {},
@@ -50,10 +52,12 @@ SWITCHES = {
     "class_balanced_confidence": {"stage3.confidence": 0.9, "stage3.class_keep": 0.5},
     "slower_teacher": {"stage3.ema": 0.999},
     "teacher_warmup": {"stage3.ema_warmup": True},
-    "stage3_twice_as_long": {"stage3.steps": 2400},
     "light_anchor": {"stage3.anchor": 0.3},
     "fading_anchor": {"stage3.anchor_fade": 600},  # gone halfway through stage 3
     "class_crops": {"data.class_crops": 0.33},
+    # Stage 3 for other durations than the cpu preset's 1,200 steps: one 2,400-step stage 3
+    # kept at every shorter one, which tools/check_stage3_stopping.py scores the stopping rule on.
+    **{f"stage3_{steps}": {"stage3.steps": steps} for steps in STAGE3_STEPS},
 }
 # At the tiny size (the test suite runs every study) one variant per kind of sharing is enough.
 TINY = ("default", "paper", "no_anchor", "eight_views")

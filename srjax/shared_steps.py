@@ -72,5 +72,5 @@ class SharedStage2(_TakenTraining, stages.Stage2):
 
 
 class SharedStage3(_TakenTraining, stages.Stage3):
-    """Stage 3, or the final checkpoint of the run directory ``source`` (members that differ
-    only in how the volume is labelled afterwards)."""
+    """Stage 3, or the checkpoint at this member's last step from the run directory ``source``
+    (members that differ only in how the volume is labelled afterwards, or in stage-3 duration)."""

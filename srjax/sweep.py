@@ -15,7 +15,8 @@ Work is shared, not redone (``srjax.shared_steps``):
     the longest trains first, keeping a checkpoint at each shorter member's stopping
     point, from which that member goes on to stage 3;
   * stage 3 is trained once per (stage 2, its duration, stage-3 settings): members that
-    differ only in how the volume is labelled afterwards share it.
+    differ only in how the volume is labelled afterwards share it, and members that
+    differ only in stage-3 duration share it as stage 2's durations do.
 
 Members run breadth-first (``srjax.lockstep``): those whose training differs only in
 values can train as one vmapped population. A killed sweep, rerun, finishes only what
@@ -158,10 +159,11 @@ class Planned:
     stage2_from: Path | None
     keep_stage2: tuple[int, ...]  # stage-2 steps that other members start stage 3 from
     stage3_from: Path | None = None
+    keep_stage3: tuple[int, ...] = ()  # stage-3 steps at which other members stop
 
     def steps(self):
         return (LinkedPseudoLabels(self.stage1_from), SharedStage2(self.stage2_from, self.keep_stage2),
-                SharedStage3(self.stage3_from), *stages.STEPS[3:])
+                SharedStage3(self.stage3_from, self.keep_stage3), *stages.STEPS[3:])
 
 
 def _stage1_key(volume: str, config: cfg.Config) -> str:
@@ -169,39 +171,62 @@ def _stage1_key(volume: str, config: cfg.Config) -> str:
     return json.dumps([volume, dataclasses.asdict(config.pseudo), seed])
 
 
+def _without_duration(settings, total: int) -> dict:
+    """A training stage's settings with its duration left only where it shapes the schedule."""
+    values = dataclasses.asdict(settings)
+    del values["epochs"], values["steps"]
+    values["total"] = OptimizerSpec.of(settings, total).total_steps
+    return values
+
+
 def _stage2_key(volume: str, config: cfg.Config, total: int) -> str:
-    stage2 = dataclasses.asdict(config.stage2)
-    del stage2["epochs"], stage2["steps"]
-    stage2["total"] = OptimizerSpec.of(config.stage2, total).total_steps  # where the duration shapes the schedule
     data_settings = dict(dataclasses.asdict(config.data), read_threads=None)
     return json.dumps([_stage1_key(volume, config), dataclasses.asdict(config.model),
-                       dataclasses.asdict(config.loss), data_settings, stage2, config.seed])
+                       dataclasses.asdict(config.loss), data_settings, _without_duration(config.stage2, total),
+                       config.seed])
+
+
+def _shorter(group: list[int], totals: list[int]) -> tuple[int, ...]:
+    """The durations of ``group``'s members other than its longest: where the longest keeps a checkpoint."""
+    return tuple(sorted({totals[i] for i in group} - {max(totals[i] for i in group)}))
 
 
 def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) -> list[Planned]:
-    """The members in the order they run: each stage-2 group's longest member first, so the
-    others find its checkpoints; without ``share`` every member does all its own work."""
+    """The members, each with the members it takes work from: in each stage-2 group the
+    first of the longest stage 2s trains it, and in each stage-3 group the first of the
+    longest stage 3s (``srjax.lockstep`` runs a step's own work before the work taken
+    from it); without ``share`` every member does all its own work."""
     configs = [sweep.config(m) for m in sweep.members]
-    totals = [data.batches(depths[m.volume], c.data.batch_size, c.stage2.epochs, c.stage2.steps)[1]
-              for m, c in zip(sweep.members, configs)]
-    groups: dict[str, list[int]] = {}
+
+    def duration(i: int, stage: str) -> int:
+        settings = getattr(configs[i], stage)
+        depth, batch_size = depths[sweep.members[i].volume], configs[i].data.batch_size
+        return data.batches(depth, batch_size, settings.epochs, settings.steps)[1]
+
+    totals2 = [duration(i, "stage2") for i in range(len(configs))]
+    totals3 = [duration(i, "stage3") for i in range(len(configs))]
+    groups2: dict[str, list[int]] = {}
     for i, (m, c) in enumerate(zip(sweep.members, configs)):
-        groups.setdefault(_stage2_key(m.volume, c, totals[i]) if share else str(i), []).append(i)
-    planned, stage1_runs, stage3_runs = [], {}, {}
-    for stage2_key, indices in groups.items():
-        longest = max(indices, key=lambda i: totals[i])
-        stopping_points = tuple(sorted({totals[i] for i in indices} - {totals[longest]}))
-        for i in [longest] + [i for i in indices if i != longest]:
+        groups2.setdefault(_stage2_key(m.volume, c, totals2[i]) if share else str(i), []).append(i)
+    planned, stage1_runs = [], {}
+    for stage2_key, indices in groups2.items():
+        groups3: dict[str, list[int]] = {}
+        for i in indices:
+            stage3_key = json.dumps([stage2_key, totals2[i], _without_duration(configs[i].stage3, totals3[i])])
+            groups3.setdefault(stage3_key if share else str(i), []).append(i)
+        stage2_source = max(indices, key=lambda i: totals2[i])
+        stage3_source = {i: max(group, key=lambda j: totals3[j]) for group in groups3.values() for i in group}
+        for i in [stage2_source] + [i for i in indices if i != stage2_source]:
             member, config = sweep.members[i], configs[i]
             run = out / "runs" / member.name
             stage1_from = stage1_runs.setdefault(_stage1_key(member.volume, config) if share else str(i), run)
-            takes_stage2 = i != longest
-            stage3_key = json.dumps([stage2_key, totals[i], dataclasses.asdict(config.stage3)])
-            stage3_from = stage3_runs.setdefault(stage3_key, run)
+            takes_stage2, takes_stage3 = i != stage2_source, stage3_source[i] != i
+            same_stage3 = [j for j, source in stage3_source.items() if source == i]
             planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
-                                   out / "runs" / sweep.members[longest].name if takes_stage2 else None,
-                                   () if takes_stage2 else stopping_points,
-                                   None if stage3_from == run else stage3_from))
+                                   out / "runs" / sweep.members[stage2_source].name if takes_stage2 else None,
+                                   () if takes_stage2 else _shorter(indices, totals2),
+                                   out / "runs" / sweep.members[stage3_source[i]].name if takes_stage3 else None,
+                                   () if takes_stage3 else _shorter(same_stage3, totals3)))
     return planned
 
 

@@ -112,26 +112,27 @@ def test_a_study_run_in_shares_gathers_into_one_table(tmp_path):
     assert list(sweep.prior_rows(study, "tiny", (first,))) == ["seed=0"]
 
 
-def test_a_shorter_stage2_taken_from_a_longer_one_is_the_run_alone(tmp_path):
-    """Table V's sharing: stage 2 trained once for 4 steps, kept at step 2, and stage 3 from
-    each stopping point; the 2-step member ends exactly where it ends on its own."""
-    file = _write_sweep(tmp_path / "durations.py", {"stage2.steps": [2, 4]})
+@pytest.mark.parametrize("stage", ["stage2", "stage3"])
+def test_a_shorter_stage_taken_from_a_longer_one_is_the_run_alone(tmp_path, stage):
+    """Table V's sharing, and its stage-3 twin: the stage trained once for 4 steps, kept at
+    step 2; the 2-step member ends exactly where it ends on its own."""
+    file = _write_sweep(tmp_path / "durations.py", {f"{stage}.steps": [2, 4]})
     out = tmp_path / "sweep"
     study = sweep.load(file, "tiny")
     sweep.run_sweep(study, out, "tiny", progress=False)
-    short = out / "runs" / "stage2.steps=2,seed=0"
-    taken = [f for f in (short / "checkpoints" / "stage2" / "2").rglob("*") if f.is_file()]
+    short = out / "runs" / f"{stage}.steps=2,seed=0"
+    taken = [f for f in (short / "checkpoints" / stage / "2").rglob("*") if f.is_file()]
     assert taken and all(f.stat().st_nlink == 2 for f in taken)  # hard links to the 4-step member's checkpoint
-    assert train.latest_step(out / "runs" / "stage2.steps=4,seed=0" / "checkpoints" / "stage2") == 4
+    assert train.latest_step(out / "runs" / f"{stage}.steps=4,seed=0" / "checkpoints" / stage) == 4
 
-    member = next(m for m in study.members if m.name == "stage2.steps=2,seed=0")
+    member = next(m for m in study.members if m.name == f"{stage}.steps=2,seed=0")
     volumes = out / "volumes" / "phantom"
     alone = tmp_path / "alone"
     run_pipeline(volumes / "volume.ome.zarr", alone, study.config(member), volumes / "truth.ome.zarr",
                  progress=False)
-    for stage in ("stage2", "stage3"):
-        shared = train.latest_params(short / "checkpoints" / stage)
-        single = train.latest_params(alone / "checkpoints" / stage)
+    for trained in ("stage2", "stage3"):
+        shared = train.latest_params(short / "checkpoints" / trained)
+        single = train.latest_params(alone / "checkpoints" / trained)
         for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(single), strict=True):
             np.testing.assert_array_equal(a, b)
     assert np.array_equal(read_all(short / "labels.ome.zarr"), read_all(alone / "labels.ome.zarr"))
@@ -148,10 +149,10 @@ def test_plan_shares_stage1_by_pseudo_config_and_stage2_by_everything_before_it(
     assert len(computes_stage1) == 2  # one per pseudo method; the seed does not change k-means or Otsu
     assert len(computes_stage2) == 4  # one per (method, seed); the stage-3 confidence comes after it
     assert all(p.stage3_from is None for p in planned)  # every member's stage 3 differs
-    order = [p.run for p in planned]
-    for p in planned:  # whoever a member takes work from runs before it
-        for source in (p.stage1_from, p.stage2_from, p.stage3_from):
-            assert source is None or order.index(source) < order.index(p.run)
+    by_run = {p.run: p for p in planned}
+    for p in planned:  # whoever a member takes work from does that work itself
+        for stage, source in (("stage1", p.stage1_from), ("stage2", p.stage2_from), ("stage3", p.stage3_from)):
+            assert source is None or getattr(by_run[source], f"{stage}_from") is None
     assert all(p.stage1_from is None and p.stage2_from is None
                for p in sweep.plan(study, tmp_path, {"phantom": 8}, share=False))
 
@@ -171,13 +172,16 @@ def test_members_that_differ_only_after_stage3_share_it(tmp_path):
     assert timings[second.run.name]["stage3"] < timings[first.run.name]["stage3"]
 
 
+@pytest.mark.parametrize("stage", ["stage2", "stage3"])
 @pytest.mark.parametrize("schedule, warmup, shared", [("constant", 0, True), ("constant", 2, True),
                                                        ("constant", 3, False), ("cosine", 0, False)])
-def test_durations_share_stage2_only_where_the_schedule_ignores_them(tmp_path, schedule, warmup, shared):
-    file = _write_sweep(tmp_path / "durations.py", {"stage2.schedule": [schedule], "stage2.warmup_steps": [warmup],
-                                                    "stage2.steps": [2, 4]})
-    planned = sweep.plan(sweep.load(file, "tiny"), tmp_path, {"phantom": 8})
-    assert (planned[1].stage2_from is not None) == shared
+def test_durations_share_a_stage_only_where_the_schedule_ignores_them(tmp_path, stage, schedule, warmup, shared):
+    file = _write_sweep(tmp_path / "durations.py", {f"{stage}.schedule": [schedule], f"{stage}.warmup_steps": [warmup],
+                                                    f"{stage}.steps": [2, 4]})
+    planned = {getattr(p.config, stage).steps: p for p in sweep.plan(sweep.load(file, "tiny"), tmp_path, {"phantom": 8})}
+    longer, shorter = planned[4], planned[2]
+    assert (getattr(shorter, f"{stage}_from") == longer.run) == shared
+    assert getattr(longer, f"keep_{stage}") == ((2,) if shared else ())
 
 
 @pytest.mark.parametrize("study", sorted(p.name for p in EXPERIMENTS.glob("*.py")))
