@@ -20,7 +20,7 @@ families (``srjax.phantom.FAMILIES``): magnesium (drift, thin sheets; the demo),
 composite (well separated, clustering nearly right), cupping (beam hardening) and rock
 (a rare bright phase at ~2 % of the voxels, cracks).
 
-At the cpu size the whole study is about 20 hours of a 2-core machine running two shares
+At the cpu size the whole study is about a day of a 2-core machine running two shares
 at a time; ``--members`` runs a share of it (``'*,default,*'`` first) and ``--prior``
 carries members finished elsewhere. Results from before the default changed were kept
 under their variant's present name (``candidate``, which labelled in windows, is
