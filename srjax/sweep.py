@@ -209,24 +209,23 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
     for i, (m, c) in enumerate(zip(sweep.members, configs)):
         groups2.setdefault(_stage2_key(m.volume, c, totals2[i]) if share else str(i), []).append(i)
     planned, stage1_runs = [], {}
-    for stage2_key, indices in groups2.items():
-        groups3: dict[str, list[int]] = {}
+    for indices in groups2.values():
+        groups3: dict[str, list[int]] = {}  # within one stage-2 group (a single member without ``share``)
         for i in indices:
-            stage3_key = json.dumps([stage2_key, totals2[i], _without_duration(configs[i].stage3, totals3[i])])
-            groups3.setdefault(stage3_key if share else str(i), []).append(i)
+            groups3.setdefault(json.dumps([totals2[i], _without_duration(configs[i].stage3, totals3[i])]), []).append(i)
+        stage3_group = {i: group for group in groups3.values() for i in group}
         stage2_source = max(indices, key=lambda i: totals2[i])
-        stage3_source = {i: max(group, key=lambda j: totals3[j]) for group in groups3.values() for i in group}
         for i in [stage2_source] + [i for i in indices if i != stage2_source]:
             member, config = sweep.members[i], configs[i]
             run = out / "runs" / member.name
             stage1_from = stage1_runs.setdefault(_stage1_key(member.volume, config) if share else str(i), run)
-            takes_stage2, takes_stage3 = i != stage2_source, stage3_source[i] != i
-            same_stage3 = [j for j, source in stage3_source.items() if source == i]
+            stage3_source = max(stage3_group[i], key=lambda j: totals3[j])
+            takes_stage2, takes_stage3 = i != stage2_source, i != stage3_source
             planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
                                    out / "runs" / sweep.members[stage2_source].name if takes_stage2 else None,
                                    () if takes_stage2 else _shorter(indices, totals2),
-                                   out / "runs" / sweep.members[stage3_source[i]].name if takes_stage3 else None,
-                                   () if takes_stage3 else _shorter(same_stage3, totals3)))
+                                   out / "runs" / sweep.members[stage3_source].name if takes_stage3 else None,
+                                   () if takes_stage3 else _shorter(stage3_group[i], totals3)))
     return planned
 
 

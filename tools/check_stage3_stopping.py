@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from srjax.presets import cpu
 from srjax.stopping import TOLERANCE, WINDOW, levelled_off
 
-DEFAULT_STEPS = 1200  # the cpu preset's stage 3
+DEFAULT_STEPS = cpu().stage3.steps
 
 
 def _runs(directories: list[Path]):
