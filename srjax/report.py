@@ -17,6 +17,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from srjax.colours import class_colour  # noqa: E402
 from srjax.outputs import atomic_path  # noqa: E402
+from srjax.stopping import levelled_off  # noqa: E402
 from srjax.summary import STAGES  # noqa: E402
 
 SCORING = ("scores without the background class; predicted ids matched to true classes by maximum overlap "
@@ -166,7 +167,10 @@ def _history_figure(history: dict) -> str:
         steps = history.get(stage, [])
         ax.plot([h["loss"] for h in steps], lw=0.8, label="loss")
         if steps and "kept" in steps[0]:
-            ax.plot([h["kept"] for h in steps], lw=0.8, label="share of pixels kept")
+            kept = [h["kept"] for h in steps]
+            ax.plot(kept, lw=0.8, label="share of pixels kept")
+            if stage == "stage3":
+                ax.axvline(levelled_off(kept), color="grey", ls=":", lw=0.8, label="kept share levelled off")
         if steps and "pseudo_agreement" in steps[0]:
             ax.plot([h["pseudo_agreement"] for h in steps], lw=0.8, label="teacher agrees with pseudo labels")
         ax.set_title(dict(STAGES)[stage], fontsize=9)

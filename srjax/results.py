@@ -41,6 +41,7 @@ def _row(member: dict, run: rundir.RunDir, axes: list[str]) -> dict:
         row.update({f"{stage}.share.{entry['id']}": entry["fraction"][stage] for stage, _ in STAGES})
     row["stage2.mean_confidence"] = metrics["summary"].get("stage2_mean_confidence")
     row["stage3.mean_confidence"] = metrics["summary"]["mean_confidence"]
+    row["stage3.levelled_off"] = metrics.get("stage3_levelled_off")
     row.update({f"seconds.{step}": seconds for step, seconds in metrics["seconds"].items()})
     return row
 

@@ -26,6 +26,7 @@ from srjax.outputs import write_json
 from srjax.guard import guard_labels
 from srjax.predict import predict_volume
 from srjax.sources import from_store
+from srjax.stopping import levelled_off
 
 
 @dataclasses.dataclass
@@ -248,6 +249,7 @@ class Summary:
         metrics = _summarise(ctx, kept_by_class, history)
         metrics["seconds"] = run.read(run.timings)  # every step before this one
         metrics["final_loss"] = {stage: steps[-1]["loss"] for stage, steps in history.items()}
+        metrics["stage3_levelled_off"] = levelled_off([step["kept"] for step in history["stage3"]])
         metrics["devices"] = int(ctx.mesh.devices.size)
         write_json(run.metrics, metrics)
 

@@ -49,3 +49,27 @@ def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
     assert magnesium["intergrowth IoU not below its pseudo-label IoU on average"]  # +0.1 and -0.05
     assert not composite["stage 3 never more than 1 mIoU point below the pseudo labels"]  # seed 1: -0.02
     assert not composite["no class of the pseudo labels vanishes in stage 3"]
+
+
+def _stopping_tool():
+    path = TOOL.parent / "check_stage3_stopping.py"
+    spec = importlib.util.spec_from_file_location("check_stage3_stopping", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stopping_check_takes_the_next_scored_duration_and_costs_it(tmp_path):
+    tool = _stopping_tool()
+    durations = {"stage3_600": (0.70, None), "default": (0.74, None), "stage3_1800": (0.75, None),
+                 "stage3_2400": (0.73, 900)}
+    rows = [{"member": f"m,{variant}", "volume": "magnesium", "variant": variant, "seed": 0,
+             "stage3.miou": miou, "stage3.levelled_off": levelled}
+            for variant, (miou, levelled) in durations.items()]
+    rows.append({"member": "m,no_guard", "volume": "magnesium", "variant": "no_guard", "seed": 0,
+                 "stage3.miou": 0.9, "stage3.levelled_off": 1200})
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    (point,) = tool.stopping_points([tmp_path])
+    assert point["miou"] == {600: 0.70, 1200: 0.74, 1800: 0.75, 2400: 0.73}  # not no_guard's 0.9
+    assert (point["best"], point["picked"]) == (1800, 1200)  # the rule's 900 is not scored: the next one is
+    assert abs(point["against_best"] + 0.01) < 1e-12 and point["against_default"] == 0.0

@@ -14,6 +14,7 @@ from srjax import presets
 from srjax.cli import main
 from srjax.losses import LOSS_NAMES
 from srjax.models import MODEL_NAMES
+from srjax.stopping import levelled_off
 
 
 def _srjax(*args):
@@ -41,6 +42,8 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     moved = np.asarray(metrics["guard"]["moved"])
     net_labels = read_all(out / "net_labels.ome.zarr")
     assert moved.sum() == (net_labels != labels).sum()
+    kept = [step["kept"] for step in json.loads((out / "history.json").read_text())["stage3"]]
+    assert metrics["stage3_levelled_off"] == levelled_off(kept)
     saved = json.loads((out / "config.json").read_text())
     assert saved["pseudo"]["classes"] == 4
     assert (saved["model"]["name"], saved["loss"]["name"]) == ("resunetpp_noskip", "sce")
