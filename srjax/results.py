@@ -3,7 +3,8 @@ earlier sweep directories of the same study (``carried.json``, see ``srjax.sweep
 
 ``results.csv`` and ``results.json`` hold one row per finished member (its axes, seed,
 pixel accuracy, mIoU, per-class IoU and per-class voxel share of the pseudo labels,
-stage 2 and stage 3, the mean confidence, and the seconds of every step); ``results.md`` a table per axis with
+stage 2 and stage 3, the mean confidence, the step at which stage 3's kept share levelled off,
+and the seconds of every step); ``results.md`` a table per axis with
 mean ± sd over the members that share a value; ``results.png`` the mIoU against each
 axis, one point per member.
 """
