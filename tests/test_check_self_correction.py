@@ -7,8 +7,8 @@ from pathlib import Path
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "check_self_correction.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("check_self_correction", TOOL)
+def _tool(path=TOOL):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -51,16 +51,8 @@ def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
     assert not composite["no class of the pseudo labels vanishes in stage 3"]
 
 
-def _stopping_tool():
-    path = TOOL.parent / "check_stage3_stopping.py"
-    spec = importlib.util.spec_from_file_location("check_stage3_stopping", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_stopping_check_takes_the_next_scored_duration_and_costs_it(tmp_path):
-    tool = _stopping_tool()
+    tool = _tool(TOOL.parent / "check_stage3_stopping.py")
     durations = {"stage3_600": (0.70, None), "default": (0.74, None), "stage3_1800": (0.75, None),
                  "stage3_2400": (0.73, 900)}
     rows = [{"member": f"m,{variant}", "volume": "magnesium", "variant": variant, "seed": 0,

@@ -61,6 +61,10 @@ def stopping_points(paths: list[Path]) -> list[dict]:
     return points
 
 
+def _mean_sd(points: np.ndarray) -> str:
+    return f"{points.mean():+.2f}" + (f" ± {points.std(ddof=1):.2f}" if len(points) > 1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", type=Path)
@@ -75,9 +79,8 @@ def main() -> None:
               f"against the best, {100 * point['against_default']:+.1f} against {DEFAULT_STEPS}")
     for family, values in costs.items():
         values = np.array(values) * 100
-        spread = (lambda column: f" ± {column.std(ddof=1):.2f}" if len(column) > 1 else "")
-        print(f"{family}: the rule's stage-3 mIoU {values[:, 0].mean():+.2f}{spread(values[:, 0])} points "
-              f"against each seed's best duration, {values[:, 1].mean():+.2f}{spread(values[:, 1])} "
+        print(f"{family}: the rule's stage-3 mIoU {_mean_sd(values[:, 0])} points "
+              f"against each seed's best duration, {_mean_sd(values[:, 1])} "
               f"against {DEFAULT_STEPS} steps ({len(values)} seeds)")
 
 
