@@ -85,19 +85,22 @@ def predict_volume(
     views: int = 1,
     desc: str = "predict",
     progress: bool = True,
+    slices: range | None = None,
 ):
-    """Write argmax labels (and max probability) of every slice into the given arrays;
-    return the mean max probability over the volume."""
+    """Write argmax labels (and max probability) of ``slices`` (every slice by default)
+    into the given arrays; return the sum of the max probability over them."""
     devices = mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
     forward = compiled_forward(model, mesh, window, views)
     params = jax.device_put(params, replicated(mesh))
     depth = volume.shape[0]
+    slices = range(depth) if slices is None else slices
     full = slice(None)
     confidence_sum = 0.0
-    for start in progress_bar(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
+    for start in progress_bar(range(slices.start, slices.stop, batch_size), desc=desc, unit="batch",
+                              disable=not progress):
         check_interrupt()
-        zs = list(range(start, min(start + batch_size, depth)))
+        zs = list(range(start, min(start + batch_size, slices.stop)))
         stacks = np.stack([read_stack(volume, z, num_slices, full, full, low, high) for z in zs])
         if len(zs) < batch_size:  # pad the last batch so it splits evenly over the devices
             stacks = np.concatenate([stacks, np.repeat(stacks[-1:], batch_size - len(zs), 0)])
@@ -107,4 +110,4 @@ def predict_volume(
         confidence_sum += confidence[: len(zs)].sum(dtype=np.float64)
         if confidence_out is not None:
             confidence_out[start : start + len(zs)] = confidence[: len(zs)]
-    return float(confidence_sum / np.prod(volume.shape))
+    return float(confidence_sum)
