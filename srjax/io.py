@@ -30,6 +30,9 @@ DEFAULT_CHUNKS = (1, 512, 512)
 # Label-type outputs are written a slab at a time and read one slice per crop: a file per slice
 # (up to 2048^2) makes writing them several times faster, as creating files dominates.
 LABEL_CHUNKS = (1, 2048, 2048)
+# Confidence (a max class probability) is stored as uint8 steps of 1/255: a quarter of
+# float32's size (3 GB, not 11, for a 1200x1520x1520 scan), and finer than any threshold needs.
+CONFIDENCE_SCALE = 255
 COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
 READ_CACHE_BYTES = 256 << 20
 PYRAMID_MIN_SIDE = 256  # stop adding levels once a level's slices would be smaller than this

@@ -218,7 +218,8 @@ class Predict:
             labels = outputs.enter_context(io.shared_ome_zarr_writer(
                 self.outputs(ctx)[0], shape, np.uint8, name=self.title, labels=ctx.class_names, **meta))
             confidence = None if self.stage == "stage2" else outputs.enter_context(io.shared_ome_zarr_writer(
-                ctx.run.confidence, shape, np.float32, name="confidence", chunks=io.LABEL_CHUNKS,
+                ctx.run.confidence, shape, np.uint8, name="confidence", chunks=io.LABEL_CHUNKS,
+                attributes={"confidence_scale": io.CONFIDENCE_SCALE},
                 voxel_size=meta["voxel_size"], unit=meta["unit"]))
             confidence_sum = predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
                            high=ctx.stage1["high"], num_slices=ctx.config.data.slices,

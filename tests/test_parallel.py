@@ -98,7 +98,7 @@ def test_two_processes_of_two_devices_killed_and_resumed_end_as_one_process_of_f
         np.testing.assert_array_equal(read_all(tmp_path / "one" / f"{name}.ome.zarr"),
                                       read_all(killed / f"{name}.ome.zarr"), err_msg=name)
     np.testing.assert_allclose(read_all(tmp_path / "one" / "confidence.ome.zarr"),
-                               read_all(killed / "confidence.ome.zarr"), atol=1e-5)
+                               read_all(killed / "confidence.ome.zarr"), atol=1)  # a step of 1/255 at most
     for stage, key in (("stage2", "params"), ("stage3", "teacher")):
         one = train.latest_params(tmp_path / "one" / "checkpoints" / stage, key)
         two = train.latest_params(killed / "checkpoints" / stage, key)
