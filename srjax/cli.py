@@ -226,6 +226,20 @@ def cmd_sweep(args) -> None:
               "results.png")
 
 
+def cmd_predict(args) -> None:
+    from srjax import parallel
+    from srjax.campaign import predict_scans, scan_name
+
+    records = predict_scans(args.run, args.volumes, args.out, args.truth, args.force)
+    if parallel.is_main():
+        for volume, record in zip(args.volumes, records):
+            scores = record.get("scores")
+            scored = f", pixel accuracy {100 * scores['pixel_accuracy']:.2f} %, mIoU {100 * scores['miou']:.2f} %" \
+                if scores else ""
+            print(f"{scan_name(volume)}: mean confidence {record['mean_confidence']:.3f}{scored}")
+        print(f"labels in {args.out}/NAME/labels.ome.zarr, confidence in {args.out}/NAME/confidence.ome.zarr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from srjax.presets import PRESETS, RECIPES
 
@@ -275,6 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p, "config preset (default: paper on an accelerator, cpu otherwise)")
     add_processes(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("predict", help="label other scans of a sample or campaign with a finished run's model",
+                       description="Label each scan as the run labelled its own volume (its stage-3 model, "
+                       "inference settings, guard and class ids) into OUT/NAME/. Rerun the same command to finish a "
+                       "killed campaign.")
+    p.add_argument("run", help="a finished run's directory")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME", help=volume_help)
+    p.add_argument("--out", required=True, help="output directory: one folder per scan, named after its file")
+    p.add_argument("--truth", action="append", default=[],
+                   help="ground-truth labels of each scan, in the order of the scans, for scoring (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="label scans whose values lie far outside the range the run was trained on")
+    add_processes(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("import", help="convert a volume into a chunked, compressed OME-Zarr")
     p.add_argument("source", help=volume_help)
