@@ -72,3 +72,15 @@ def test_an_unfinished_run_is_refused(tmp_path, finished_run, tiny_files):
         (unfinished / name).write_text((run / name).read_text())
     with pytest.raises(SrjaxError, match="has not finished"):
         predict_scans(unfinished, [str(tiny_files / "volume.npy")], tmp_path / "out", progress=False)
+
+
+def test_srjax_predict_prints_each_scan(tmp_path, finished_run, capsys):
+    from srjax.cli import main
+
+    run, other = finished_run
+    assert main(["predict", str(run), str(other / "seed4.npy"), "--truth", str(other / "seed4_truth.npy"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "seed4: mean confidence" in capsys.readouterr().out
+    assert main(["predict", str(run), str(other / "seed4.npy"), "--truth", str(other / "seed4_truth.npy"),
+                 "--truth", str(other / "seed4_truth.npy"), "--out", str(tmp_path / "out")]) == 2
+    assert "one per scan" in capsys.readouterr().err
