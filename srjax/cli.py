@@ -116,7 +116,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from srjax import presets
+    from srjax import parallel, presets
     from srjax.pipeline import run_pipeline
 
     preset = args.preset
@@ -130,7 +130,8 @@ def cmd_run(args) -> None:
     metrics = run_pipeline(args.volume, args.out, config, truth=args.truth, preset=preset, dataset=args.dataset,
                            truth_dataset=args.truth_dataset, voxel_size=args.voxel_size, unit=args.unit,
                            fill_missing=args.fill_missing)
-    _print_results(metrics, args.out)
+    if parallel.is_main():
+        _print_results(metrics, args.out)
 
 
 def cmd_import(args) -> None:
@@ -207,7 +208,7 @@ def cmd_explain(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from srjax import sweep
+    from srjax import parallel, sweep
 
     if args.status:
         for name, state in sweep.status(args.status):
@@ -220,7 +221,23 @@ def cmd_sweep(args) -> None:
     print(f"sweep {study.name}: {len(study.members)} members at size {args.size}")
     rows = sweep.run_sweep(study, args.out, args.size, str(args.file), populations=args.populations,
                            members=tuple(args.members), prior=tuple(args.prior))
-    print(f"{len(rows)} members finished; results in {args.out}: results.md, results.csv, results.json, results.png")
+    if parallel.is_main():
+        print(f"{len(rows)} members finished; results in {args.out}: results.md, results.csv, results.json, "
+              "results.png")
+
+
+def cmd_predict(args) -> None:
+    from srjax import parallel
+    from srjax.campaign import predict_scans, scan_name
+
+    records = predict_scans(args.run, args.volumes, args.out, args.truth, args.force)
+    if parallel.is_main():
+        for volume, record in zip(args.volumes, records):
+            scores = record.get("scores")
+            scored = f", pixel accuracy {100 * scores['pixel_accuracy']:.2f} %, mIoU {100 * scores['miou']:.2f} %" \
+                if scores else ""
+            print(f"{scan_name(volume)}: mean confidence {record['mean_confidence']:.3f}{scored}")
+        print(f"labels in {args.out}/NAME/labels.ome.zarr, confidence in {args.out}/NAME/confidence.ome.zarr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="a .json or .toml config file, applied on top of the preset")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. stage2.epochs=50 or model=unet (repeatable)")
+
+    def add_processes(p):
+        p.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="run as one of several processes: the address of process 0 (and --num-processes, "
+                       "--process-id; or SRJAX_COORDINATOR etc.). Under SLURM or MPI this is detected")
+        p.add_argument("--num-processes", type=int, metavar="N", help="how many processes run this command")
+        p.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N - 1")
 
     def add_fill_missing(p):
         p.add_argument("--fill-missing", action="store_true",
@@ -263,7 +287,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
     add_fill_missing(p)
     add_config_options(p, "config preset (default: paper on an accelerator, cpu otherwise)")
+    add_processes(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("predict", help="label other scans of a sample or campaign with a finished run's model",
+                       description="Label each scan as the run labelled its own volume (its stage-3 model, "
+                       "inference settings, guard and class ids) into OUT/NAME/. Rerun the same command to finish a "
+                       "killed campaign.")
+    p.add_argument("run", help="a finished run's directory")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME", help=volume_help)
+    p.add_argument("--out", required=True, help="output directory: one folder per scan, named after its file")
+    p.add_argument("--truth", action="append", default=[],
+                   help="ground-truth labels of each scan, in the order of the scans, for scoring (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="label scans whose values lie far outside the range the run was trained on")
+    add_processes(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("import", help="convert a volume into a chunked, compressed OME-Zarr")
     p.add_argument("source", help=volume_help)
@@ -316,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sweep directory (or its results.json) of the same study and size: members it finished "
                    "are not rerun and join this directory's tables (repeatable)")
     p.add_argument("--status", metavar="DIR", help="print what each member of the sweep in DIR has done, and stop")
+    add_processes(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("phantom", help="write a synthetic SR-CT volume and its ground truth")
@@ -340,6 +380,10 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)  # a batch system's stop: the same clean exit as Ctrl-C
     try:
+        if hasattr(args, "coordinator"):
+            from srjax import parallel
+
+            parallel.initialize(args.coordinator, args.num_processes, args.process_id)
         args.func(args)
     except SrjaxError as err:
         close_all()

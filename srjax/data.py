@@ -12,7 +12,7 @@ import dataclasses
 import grain
 import numpy as np
 
-from srjax import io
+from srjax import io, parallel
 from srjax.config import DataConfig
 from srjax.errors import SrjaxError
 
@@ -108,14 +108,18 @@ def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, ep
     volume, labels = io.as_volume(volume), None if labels is None else io.as_volume(labels)
     sampler = CropSampler(volume, labels, config.slices, config.crop, low, high, config.class_crops)
     epochs, steps = batches(depth, config.batch_size, epochs, steps)
-    dataset = (
-        grain.MapDataset.range(depth)
-        .shuffle(seed=seed)
-        .repeat(epochs)
-        .random_map(sampler, seed=seed)
-        .batch(config.batch_size, drop_remainder=True)
-    )
-    return dataset[:steps]
+    crops = grain.MapDataset.range(depth).shuffle(seed=seed).repeat(epochs).random_map(sampler, seed=seed)
+    return process_batches(crops, config.batch_size, steps)
+
+
+def process_batches(crops, batch_size: int, steps: int):
+    """This process's rows of each of the first ``steps`` batches of ``crops``: a contiguous
+    ``batch_size / processes`` of them, so the batch the processes make together is the one
+    a single process would make, row for row, and a process reads only its own crops."""
+    rows = batch_size // parallel.count()
+    first = parallel.index() * rows
+    mine = grain.MapDataset.range(steps * rows).map(lambda k: crops[k // rows * batch_size + first + k % rows])
+    return mine.batch(rows)
 
 
 def iterate(dataset, read_threads: int):

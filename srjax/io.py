@@ -20,7 +20,8 @@ import tensorstore as ts
 from srjax import __version__
 from srjax.colours import class_colour
 from srjax.errors import SrjaxError
-from srjax.outputs import absolute, atomic_path
+from srjax import parallel
+from srjax.outputs import absolute, atomic_path, deferred_interrupts, remove, replace, sibling
 
 OME_VERSION = "0.4"
 # One slice per chunk: a 2.5D stack reads exactly its S slices, a 512^2 crop at most 4 tiles of
@@ -29,6 +30,9 @@ DEFAULT_CHUNKS = (1, 512, 512)
 # Label-type outputs are written a slab at a time and read one slice per crop: a file per slice
 # (up to 2048^2) makes writing them several times faster, as creating files dominates.
 LABEL_CHUNKS = (1, 2048, 2048)
+# Confidence (a max class probability) is stored as uint8 steps of 1/255: a quarter of
+# float32's size (3 GB, not 11, for a 1200x1520x1520 scan), and finer than any threshold needs.
+CONFIDENCE_SCALE = 255
 COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
 READ_CACHE_BYTES = 256 << 20
 PYRAMID_MIN_SIDE = 256  # stop adding levels once a level's slices would be smaller than this
@@ -240,7 +244,8 @@ class OmeZarrWriter:
 
     def __init__(self, path: Path, shape, dtype, chunks=DEFAULT_CHUNKS, name: str = "volume",
                  voxel_size=None, unit: str | None = None, attributes: dict | None = None,
-                 labels: list[str] | None = None, source_image: str | None = None, final: Path | None = None):
+                 labels: list[str] | None = None, source_image: str | None = None, final: Path | None = None,
+                 create: bool = True):
         self.path, self.shape, self.name = Path(path), tuple(int(s) for s in shape), name
         self.final = final or self.path
         self.factors = pyramid_factors(self.shape)
@@ -258,9 +263,11 @@ class OmeZarrWriter:
         if labels is not None:
             self.set_labels(labels, source_image)
         with self._writing():
-            self.path.mkdir(parents=True)
-            (self.path / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-            self.levels = [self._create(str(level), factor, dtype, chunks) for level, factor in enumerate(self.factors)]
+            if create:
+                self.path.mkdir(parents=True)
+                (self.path / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+            self.levels = [self._open(str(level), factor, dtype, chunks, create)
+                           for level, factor in enumerate(self.factors)]
 
     def set_labels(self, names: list[str], source_image: str | None = None) -> None:
         """Make the output a label image: a colour and a name for each class id."""
@@ -275,7 +282,8 @@ class OmeZarrWriter:
         except ValueError as err:
             raise SrjaxError(f"cannot write {self.final}: {_os_cause(_first_line(err))}") from None
 
-    def _create(self, level: str, factor: int, dtype, chunks) -> ts.TensorStore:
+    def _open(self, level: str, factor: int, dtype, chunks, create: bool) -> ts.TensorStore:
+        """A level's array: created, or (``create`` false) the one another process created."""
         shape = [-(-s // factor) for s in self.shape]
         metadata = {
             "shape": shape,
@@ -285,7 +293,7 @@ class OmeZarrWriter:
             "dimension_separator": "/",
         }
         spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(self.path / level)}, "metadata": metadata}
-        return ts.open(spec, create=True, context=_context(0)).result()
+        return ts.open(spec, create=create, open=not create, context=_context(0)).result()
 
     def __setitem__(self, zs: slice, slab: np.ndarray) -> None:
         start, stop, _ = zs.indices(self.shape[0])
@@ -307,10 +315,14 @@ class OmeZarrWriter:
                 pass
         self.pending = []
 
-    def finish(self) -> None:
+    def wait(self) -> None:
+        """Until every write in flight has landed."""
         for future in self.pending:
             wait_written(future, self.final)
         self.pending = []
+
+    def finish(self) -> None:
+        self.wait()
         with self._writing():
             (self.path / ".zattrs").write_text(json.dumps(self.attributes, indent=2))
 
@@ -326,6 +338,38 @@ def ome_zarr_writer(path: str | Path, shape, dtype, **kwargs):
             writer.abandon()
             raise
         writer.finish()
+
+
+@contextlib.contextmanager
+def shared_ome_zarr_writer(path: str | Path, shape, dtype, **kwargs):
+    """``ome_zarr_writer`` for every process of a run, each writing its own slices (one
+    chunk per slice at every level, so no two processes write one chunk): the main process
+    creates it, and once all have written, finishes it and renames it into place."""
+    if parallel.count() == 1:
+        with ome_zarr_writer(path, shape, dtype, **kwargs) as writer:
+            yield writer
+        return
+    final = absolute(path)
+    partial = sibling(final, "partial")
+
+    def create():
+        remove(partial)
+        return OmeZarrWriter(partial, shape, dtype, final=final, **kwargs)
+
+    writer = parallel.on_main(create) or OmeZarrWriter(partial, shape, dtype, final=final, create=False, **kwargs)
+    try:
+        yield writer
+    except BaseException:
+        writer.abandon()
+        raise
+    parallel.together(writer.wait)
+
+    def finish():
+        writer.finish()
+        with deferred_interrupts():
+            replace(partial, final)
+
+    parallel.on_main(finish)
 
 
 def write_volume(path: str | Path, array: np.ndarray, **kwargs) -> None:

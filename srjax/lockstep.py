@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from srjax import stages, train
+from srjax import parallel, stages, train
 from srjax.progress import bar as progress_bar
 
 
@@ -39,12 +39,14 @@ def run_runs(runs: list[tuple[stages.Context, tuple]], *, populations: bool, pro
     """Run every step not yet done of every (context, steps) pair, recording each one's wall
     time in its run's timings.json; all runs have as many steps. Several runs show a bar
     over their steps; every run, its training's."""
+    populations = populations and parallel.count() == 1  # a population's batch is not split by process
     for ctx, _ in runs:
         ctx.open()
     count = len(runs[0][1]) if runs else 0
     bar = progress_bar(total=len(runs) * count, desc=desc, unit="step", disable=not progress or len(runs) == 1)
     for index in range(count):
         todo = [(ctx, steps[index]) for ctx, steps in runs if not steps[index].done(ctx)]
+        parallel.barrier("checked")  # no process starts a step before every one has seen it undone
         bar.update(len(runs) - len(todo))
         for group in _groups(todo, populations):
             start = time.perf_counter()

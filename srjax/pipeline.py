@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
-from srjax import data, io, lockstep, pseudo, rundir, stages, train
+from srjax import data, io, lockstep, parallel, pseudo, rundir, stages, train
 from srjax.config import Config, validate
 from srjax.errors import SrjaxError
 from srjax.outputs import check_disjoint
@@ -81,8 +81,11 @@ def opened_run(volume, out: str | Path, config: Config, truth=None, *, preset: s
     check_disjoint(out, {"volume": volume.path, "truth": truth and truth.path})
     fingerprints = {"volume": rundir.fingerprint(volume.source, volume.path),
                     "truth": None if truth is None else rundir.fingerprint(truth.source, truth.path)}
-    with rundir.claim(out, config, fingerprints, preset) as run:
-        yield stages.Context(run, config, volume, truth, mesh, size, unit, progress)
+    with contextlib.ExitStack() as held:
+        # The main process holds the run directory; the others use it once it has.
+        parallel.on_main(lambda: held.enter_context(rundir.claim(out, config, fingerprints, preset)))
+        yield stages.Context(rundir.RunDir(out), config, volume, truth, mesh, size, unit,
+                             progress and parallel.is_main())
 
 
 def run_pipeline(volume, out: str | Path, config: Config, truth=None, steps=stages.STEPS, **options) -> dict:

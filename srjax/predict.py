@@ -11,13 +11,14 @@ over the 8 dihedral views.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srjax import augment
-from srjax.data import read_stack
+from srjax import augment, io
+from srjax.data import context_indices, normalise
 from srjax.outputs import check_interrupt
 from srjax.progress import bar as progress_bar
 from srjax.train import batch_sharded, replicated, view_probabilities
@@ -56,18 +57,44 @@ def tiled_probabilities(model, params, images, window: int, views: int):
 
 @functools.cache
 def compiled_forward(model, mesh, window: int | None = None, views: int = 1):
-    """Labels and confidence of a batch, jitted once per model, mesh, window (None: the
-    whole slice at once) and view count; the weights are an argument."""
+    """Labels, confidence (``io.CONFIDENCE_SCALE`` steps) and each slice's sum of the max
+    probability for a batch, jitted once per model, mesh, window (None: the whole slice at
+    once) and view count; the weights are an argument."""
 
     def forward(params, images):
         if window is None:
             probs = view_probabilities(model, params, images, views)
         else:
             probs = tiled_probabilities(model, params, images, window, views)
-        return probs.argmax(-1).astype(jnp.uint8), probs.max(-1)
+        top = probs.max(-1)
+        confidence = jnp.round(top * io.CONFIDENCE_SCALE).astype(jnp.uint8)
+        return probs.argmax(-1).astype(jnp.uint8), confidence, top.sum(axis=(1, 2))
 
     return jax.jit(forward, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                   out_shardings=(batch_sharded(mesh), batch_sharded(mesh)))
+                   out_shardings=(batch_sharded(mesh),) * 3)
+
+
+class SliceWindow:
+    """The normalised slices around the batch being labelled: each slice is read from the
+    volume once, with the slices after it, and dropped once no later batch needs it."""
+
+    def __init__(self, volume, low: float, high: float, num_slices: int):
+        self.volume, self.low, self.high, self.num_slices = volume, low, high, num_slices
+        self.slices: dict[int, np.ndarray] = {}
+
+    def stacks(self, zs: list[int]) -> np.ndarray:
+        """[len(zs), H, W, S] float32: each slice's stack of ``num_slices`` around it."""
+        depth = self.volume.shape[0]
+        contexts = [context_indices(z, self.num_slices, depth) for z in zs]
+        needed = {int(i) for context in contexts for i in context}
+        missing = sorted(needed - self.slices.keys())
+        if missing:
+            first, last = missing[0], missing[-1] + 1
+            block = normalise(io.read(self.volume[first:last], "volume"), self.low, self.high)
+            self.slices.update((first + k, block[k]) for k in range(last - first) if first + k in needed)
+        for z in [z for z in self.slices if z < min(needed)]:
+            del self.slices[z]
+        return np.stack([np.stack([self.slices[int(i)] for i in context], axis=-1) for context in contexts])
 
 
 def predict_volume(
@@ -85,26 +112,35 @@ def predict_volume(
     views: int = 1,
     desc: str = "predict",
     progress: bool = True,
+    slices: range | None = None,
 ):
-    """Write argmax labels (and max probability) of every slice into the given arrays;
-    return the mean max probability over the volume."""
+    """Write argmax labels (and max probability, as ``io.CONFIDENCE_SCALE`` steps) of
+    ``slices`` (every slice by default) into the given arrays; return the sum of the max
+    probability over them. The next batch is read on a thread while this one is labelled;
+    the writers write asynchronously."""
     devices = mesh.devices.size
     batch_size = -(-batch_size // devices) * devices
     forward = compiled_forward(model, mesh, window, views)
     params = jax.device_put(params, replicated(mesh))
-    depth = volume.shape[0]
-    full = slice(None)
+    slices = range(volume.shape[0]) if slices is None else slices
+    batches = [list(range(start, min(start + batch_size, slices.stop)))
+               for start in range(slices.start, slices.stop, batch_size)]
+    reader = SliceWindow(volume, low, high, num_slices)
     confidence_sum = 0.0
-    for start in progress_bar(range(0, depth, batch_size), desc=desc, unit="batch", disable=not progress):
-        check_interrupt()
-        zs = list(range(start, min(start + batch_size, depth)))
-        stacks = np.stack([read_stack(volume, z, num_slices, full, full, low, high) for z in zs])
-        if len(zs) < batch_size:  # pad the last batch so it splits evenly over the devices
-            stacks = np.concatenate([stacks, np.repeat(stacks[-1:], batch_size - len(zs), 0)])
-        images = jax.make_array_from_process_local_data(batch_sharded(mesh), stacks)
-        labels, confidence = jax.device_get(forward(params, images))
-        labels_out[start : start + len(zs)] = labels[: len(zs)]
-        confidence_sum += confidence[: len(zs)].sum(dtype=np.float64)
-        if confidence_out is not None:
-            confidence_out[start : start + len(zs)] = confidence[: len(zs)]
-    return float(confidence_sum / np.prod(volume.shape))
+    with ThreadPoolExecutor(1) as prefetch:
+        pending = prefetch.submit(reader.stacks, batches[0]) if batches else None
+        for index, zs in enumerate(progress_bar(batches, desc=desc, unit="batch", disable=not progress)):
+            check_interrupt()
+            stacks = pending.result()
+            if index + 1 < len(batches):
+                pending = prefetch.submit(reader.stacks, batches[index + 1])
+            if len(zs) < batch_size:  # pad the last batch so it splits evenly over the devices
+                stacks = np.concatenate([stacks, np.repeat(stacks[-1:], batch_size - len(zs), 0)])
+            images = jax.make_array_from_process_local_data(batch_sharded(mesh), stacks)
+            labels, confidence, sums = jax.device_get(forward(params, images))
+            start, stop = zs[0], zs[-1] + 1
+            labels_out[start:stop] = labels[: len(zs)]
+            confidence_sum += sums[: len(zs)].sum(dtype=np.float64)
+            if confidence_out is not None:
+                confidence_out[start:stop] = confidence[: len(zs)]
+    return float(confidence_sum)

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from srjax import clustering as cl
-from srjax import io
+from srjax import io, parallel
 from srjax.config import MAX_CLASSES
 from srjax.errors import SrjaxError
 from srjax.progress import bar as progress_bar
@@ -119,21 +119,23 @@ class Mask:
 
 def _slabs(source: Source, halo: int, desc: str, progress: bool):
     """Yield (start, stop, first, slab): slices [first, ...) covering [start, stop) plus
-    ``halo`` slices each side, the next slab read while the caller works on this one."""
+    ``halo`` slices each side, the next slab read while the caller works on this one; over
+    this process's share of the slices (``srjax.parallel``)."""
     n = source.shape[0]
     depth = slab_depth(source.shape, source.dtype, SLAB_BYTES)
-    starts = list(range(0, n, depth))
+    mine = parallel.share(n)
+    starts = list(range(mine.start, mine.stop, depth))
 
     def read(start):
         return source.read(max(start - halo, 0), min(start + depth + halo, n))
 
     with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(read, starts[0])
+        pending = reader.submit(read, starts[0]) if starts else None
         for index, start in enumerate(progress_bar(starts, desc=desc, unit="slab", disable=not progress)):
             slab = np.asarray(pending.result())
             if index + 1 < len(starts):
                 pending = reader.submit(read, starts[index + 1])
-            yield start, min(start + depth, n), max(start - halo, 0), slab
+            yield start, min(start + depth, mine.stop), max(start - halo, 0), slab
 
 
 def _per_slice(fn, starts_and_slabs, workers: int):
@@ -178,9 +180,14 @@ def value_range(source: Source, mask: Mask, progress: bool = False) -> tuple[flo
                              "clean them or exclude them with a mask")
         return float(values.min()), float(values.max())
 
-    low, high = np.inf, -np.inf
-    for _, _, parts in _per_slice(extremes, _slabs(source, 0, "stage 1: range", progress), _workers()):
-        low, high = min([low] + [p[0] for p in parts]), max([high] + [p[1] for p in parts])
+    def local_range():
+        low, high = np.inf, -np.inf
+        for _, _, parts in _per_slice(extremes, _slabs(source, 0, "stage 1: range", progress), _workers()):
+            low, high = min([low] + [p[0] for p in parts]), max([high] + [p[1] for p in parts])
+        return low, high
+
+    ranges = parallel.gathered(parallel.together(local_range))
+    low, high = float(ranges[:, 0].min()), float(ranges[:, 1].max())
     if low > high:
         raise SrjaxError(f"{source.name}: the mask excludes every voxel")
     if low == high:
@@ -216,7 +223,7 @@ def histogram(source: Source, features: Features, mask: Mask, progress: bool = F
     counts = np.zeros(features.bins, np.int64)
     for _, _, parts in _per_slice(count, _slabs(source, features.halo, "stage 1: histogram", progress), _workers()):
         counts += np.sum(parts, axis=0)
-    return counts
+    return parallel.summed(counts)
 
 
 def label(source: Source, features: Features, table: np.ndarray, mask: Mask, writer, progress: bool = False) -> None:
@@ -331,7 +338,7 @@ def write_pseudo_labels(source: Source, path, method: str = "kmeans", classes=4,
                         progress: bool = False, voxel_size=None, unit: str | None = None,
                         source_image: str | None = None) -> Stage1:
     """Stage 1 into an OME-Zarr label image at ``path``, its summary kept in the attributes."""
-    with io.ome_zarr_writer(path, source.shape, np.uint8, name="pseudo labels", chunks=io.LABEL_CHUNKS,
+    with io.shared_ome_zarr_writer(path, source.shape, np.uint8, name="pseudo labels", chunks=io.LABEL_CHUNKS,
                             voxel_size=voxel_size, unit=unit) as writer:
         result = run_stage1(source, writer, method, classes, mask, seed, progress)
         writer.attributes["srjax"].update(result.summary())

@@ -17,7 +17,7 @@ Layout (volumes are OME-Zarr; label volumes are OME-Zarr label images):
   stage2_labels.ome.zarr     stage-2 prediction
   labels.ome.zarr            stage-3 prediction (the teacher's, through the intensity guard when it is on)
   net_labels.ome.zarr        the teacher's own prediction, when the guard is on
-  confidence.ome.zarr        the teacher's max class probability per voxel
+  confidence.ome.zarr        the teacher's max class probability per voxel, uint8 (probability x 255)
   predictions.json           the mean max class probability of each stage's prediction, what the guard moved
   history.json               per-step losses of stages 2 and 3
   timings.json               wall time of every step

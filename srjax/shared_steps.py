@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from srjax import rundir, stages, train
+from srjax import parallel, rundir, stages, train
 from srjax.errors import SrjaxError
 from srjax.outputs import atomic_path
 
@@ -38,6 +38,9 @@ class LinkedPseudoLabels(stages.PseudoLabels):
     def run(self, ctx: stages.Context) -> None:
         if self.source is None:
             return super().run(ctx)
+        parallel.on_main(lambda: self.link(ctx))
+
+    def link(self, ctx: stages.Context) -> None:
         if not (self.source.stage1.exists() and self.source.pseudo_labels.exists()):
             raise SrjaxError(f"{self.source.root} has no pseudo labels to share; run it first")
         with atomic_path(ctx.run.pseudo_labels) as tmp:
@@ -57,6 +60,9 @@ class _TakenTraining:
     def run(self, ctx: stages.Context) -> None:
         if self.source is None:
             return super().run(ctx)
+        parallel.on_main(lambda: self.link(ctx))
+
+    def link(self, ctx: stages.Context) -> None:
         total = self.total_steps(ctx)
         checkpoint = self.source.checkpoints(self.name) / str(total)
         if not checkpoint.is_dir():

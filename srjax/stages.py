@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+import jax
 import numpy as np
 
-from srjax import data, io, pseudo, report, rundir, summary, train
+from srjax import data, io, parallel, pseudo, report, rundir, summary, train
 from srjax.config import Config
 from srjax.losses import loss_values
 from srjax.models import build_model
@@ -45,9 +46,19 @@ class Context:
     truth_store: object = None
 
     def open(self) -> None:
-        self.store = self.volume.store(self.run.volume, self.progress)
-        self.truth_store = None if self.truth is None else self.truth.store(self.run.truth, self.progress)
-        self.run.record_read_from(self.volume.read_from, self.truth and self.truth.read_from)
+        # A volume in another format is imported once, by the main process; then every process opens it.
+        opened = parallel.on_main(self._stores)
+        self.store, self.truth_store = opened if parallel.is_main() else self._stores()
+        parallel.on_main(lambda: self.run.record_read_from(self.volume.read_from, self.truth and self.truth.read_from))
+
+    def _stores(self) -> tuple:
+        return (self.volume.store(self.run.volume, self.progress),
+                None if self.truth is None else self.truth.store(self.run.truth, self.progress))
+
+    @functools.cached_property
+    def local_mesh(self):
+        """The mesh of this process's own devices: inference needs no other process."""
+        return train.make_mesh(jax.local_devices())
 
     @functools.cached_property
     def stage1(self) -> dict:
@@ -90,7 +101,7 @@ class PseudoLabels:
                                             meta["voxel_size"], meta["unit"], meta["source_image"])
         if result.curve and ctx.progress:
             print(report.k_curve(result.curve))
-        write_json(ctx.run.stage1, result.summary())
+        parallel.on_main(lambda: write_json(ctx.run.stage1, result.summary()))
 
 
 class TrainingStage:
@@ -200,25 +211,32 @@ class Predict:
         return recorded and all(path.exists() for path in self.outputs(ctx))
 
     def run(self, ctx: Context) -> None:
+        """Each process labels its own share of the slices on its own devices."""
         meta, shape = ctx.labels_meta, ctx.store.shape
         params = train.latest_params(ctx.run.checkpoints(self.stage), train.prediction_key(self.stage, ctx.config))
         with contextlib.ExitStack() as outputs:
-            labels = outputs.enter_context(io.ome_zarr_writer(
+            labels = outputs.enter_context(io.shared_ome_zarr_writer(
                 self.outputs(ctx)[0], shape, np.uint8, name=self.title, labels=ctx.class_names, **meta))
-            confidence = None if self.stage == "stage2" else outputs.enter_context(io.ome_zarr_writer(
-                ctx.run.confidence, shape, np.float32, name="confidence", chunks=io.LABEL_CHUNKS,
+            confidence = None if self.stage == "stage2" else outputs.enter_context(io.shared_ome_zarr_writer(
+                ctx.run.confidence, shape, np.uint8, name="confidence", chunks=io.LABEL_CHUNKS,
+                attributes={"confidence_scale": io.CONFIDENCE_SCALE},
                 voxel_size=meta["voxel_size"], unit=meta["unit"]))
-            mean_confidence = predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
+            confidence_sum = predict_volume(model=ctx.model, params=params, volume=ctx.store, low=ctx.stage1["low"],
                            high=ctx.stage1["high"], num_slices=ctx.config.data.slices,
-                           batch_size=ctx.config.predict_batch, mesh=ctx.mesh, labels_out=labels,
+                           batch_size=ctx.config.predict_batch, mesh=ctx.local_mesh, labels_out=labels,
                            confidence_out=confidence,
                            window=ctx.config.data.crop if ctx.config.predict_tiled else None,
-                           views=ctx.config.predict_views, progress=ctx.progress, desc=f"predict {self.title}")
-        record = {"mean_confidence": mean_confidence}
-        if self.stage == "stage3" and ctx.config.guard:
-            record["guard"] = self.guard(ctx)
-        recorded = ctx.run.read(ctx.run.predictions) if ctx.run.predictions.exists() else {}
-        write_json(ctx.run.predictions, dict(recorded, **{self.stage: record}))
+                           views=ctx.config.predict_views, progress=ctx.progress, desc=f"predict {self.title}",
+                           slices=parallel.share(shape[0]))
+        record = {"mean_confidence": float(parallel.summed(confidence_sum) / np.prod(shape))}
+
+        def finish():
+            if self.stage == "stage3" and ctx.config.guard:
+                record["guard"] = self.guard(ctx)
+            recorded = ctx.run.read(ctx.run.predictions) if ctx.run.predictions.exists() else {}
+            write_json(ctx.run.predictions, dict(recorded, **{self.stage: record}))
+
+        parallel.on_main(finish)  # the guard streams the whole volume on the main process
 
     def guard(self, ctx: Context) -> dict:
         """The net's labels through the intensity guard into labels.ome.zarr; what it moved."""
@@ -239,6 +257,9 @@ class Summary:
         return ctx.run.metrics.exists()
 
     def run(self, ctx: Context) -> None:
+        parallel.on_main(lambda: self.summarise(ctx))
+
+    def summarise(self, ctx: Context) -> None:
         run = ctx.run
         records = {stage: train.saved_record(run.checkpoints(stage)) for stage in ("stage2", "stage3")}
         history = {stage: record["history"] for stage, record in records.items()}
@@ -258,9 +279,12 @@ STEPS: tuple[Step, ...] = (PseudoLabels(), Stage2(), Stage3(), Predict("stage2")
 
 
 def record_time(ctx: Context, step: str, seconds: float) -> None:
-    """Add a step's wall time to the run's timings.json."""
-    timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
-    write_json(ctx.run.timings, dict(timings, **{step: seconds}))
+    """Add a step's wall time (the main process's) to the run's timings.json."""
+    def record():
+        timings = ctx.run.read(ctx.run.timings) if ctx.run.timings.exists() else {}
+        write_json(ctx.run.timings, dict(timings, **{step: seconds}))
+
+    parallel.on_main(record)
 
 
 def _summarise(ctx: Context, kept_by_class, history) -> dict:

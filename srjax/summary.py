@@ -49,7 +49,7 @@ def tally(volumes: dict, confidence=None, confidence_of: str = "stage3", progres
             rows, cols = matrix.shape
             matrix += np.bincount(labels[a] * cols + labels[b], minlength=rows * cols).reshape(rows, cols)
         if confidence is not None:
-            values = io.read(confidence[z], "confidence").ravel().astype(np.float64)
+            values = io.read(confidence[z], "confidence").ravel() / io.CONFIDENCE_SCALE
             histogram += np.histogram(values, CONFIDENCE_BINS, (0.0, 1.0))[0]
             per_class = np.bincount(labels[confidence_of], values)
             confidence_sum = np.pad(confidence_sum, (0, max(len(per_class) - len(confidence_sum), 0)))

@@ -42,7 +42,7 @@ from pathlib import Path
 import jax
 
 from srjax import config as cfg
-from srjax import data, io, lockstep, pipeline, presets, pseudo, results, rundir, stages, train
+from srjax import data, io, lockstep, parallel, pipeline, presets, pseudo, results, rundir, stages, train
 from srjax.errors import SrjaxError
 from srjax.optim import OptimizerSpec
 from srjax.outputs import absolute, check_parent_writable, exclusive, write_json
@@ -359,12 +359,20 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
     carried = prior_rows(sweep, size, prior)
     chosen = select(sweep, members)
     todo = dataclasses.replace(chosen, members=tuple(m for m in chosen.members if m.name not in carried))
-    out.mkdir(parents=True, exist_ok=True)
     if populations is None:
         populations = jax.default_backend() != "cpu"
-    with exclusive(out / ".sweep.lock", f"sweep directory {out}"), contextlib.ExitStack() as held:
-        _claim(out, _record(sweep, size, source))
-        results.carry(out, carried)
+    with contextlib.ExitStack() as held:
+
+        def claim():  # the main process holds the sweep directory and writes its volumes
+            out.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive(out / ".sweep.lock", f"sweep directory {out}"))
+            _claim(out, _record(sweep, size, source))
+            results.carry(out, carried)
+            for name, volume in sweep.volumes.items():
+                if any(m.volume == name for m in todo.members):
+                    _volume_paths(out, name, volume)
+
+        parallel.on_main(claim)
         paths = {name: _volume_paths(out, name, volume) for name, volume in sweep.volumes.items()
                  if any(m.volume == name for m in todo.members)}
         check(todo, paths, train.make_mesh())
@@ -376,8 +384,8 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
                                                          progress=False))
             if not ctx.run.finished:
                 runs.append((ctx, planned.steps()))
-        lockstep.run_runs(runs, populations=populations, progress=progress, desc=sweep.name)
-        return results.write(out)
+        lockstep.run_runs(runs, populations=populations, progress=progress and parallel.is_main(), desc=sweep.name)
+        return parallel.on_main(lambda: results.write(out)) or []
 
 
 def status(out: str | Path) -> list[tuple[str, str]]:

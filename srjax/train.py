@@ -29,7 +29,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from srjax import augment, data
+from srjax import augment, data, parallel
 from srjax.config import Stage3Config
 from srjax.errors import SrjaxError
 from srjax.losses import masked_mean, pixel_loss
@@ -252,6 +252,17 @@ def compiled_step(kind: StepKind, mesh, population: bool = False):
                    donate_argnums=0)
 
 
+def placed(tree, sharding):
+    """``tree``, the same on every process, as arrays of ``sharding`` (which may span processes)."""
+
+    def place(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+    return jax.tree.map(place, tree)
+
+
 def _put_batch(batches: list, mesh):
     """One member's batch split on ``data``, or the members' batches stacked and split on ``population`` too."""
     if len(batches) == 1:
@@ -298,7 +309,12 @@ def restore_state(directory: Path, like, mesh, step: int | None = None):
 
 
 def latest_step(directory: Path) -> int | None:
-    return checkpoint_manager(directory).latest_step() if Path(directory).exists() else None
+    """The last finished checkpoint's step. Read from the directory's names (orbax renames a
+    step into place once written), not with a CheckpointManager, which on several processes
+    waits for all of them."""
+    steps = [int(entry.name) for entry in Path(directory).iterdir() if entry.name.isdigit()] \
+        if Path(directory).is_dir() else []
+    return max(steps, default=None)
 
 
 def _latest(directory: Path) -> Path:
@@ -309,13 +325,24 @@ def _latest(directory: Path) -> Path:
 
 
 def latest_params(directory: Path, key: str = "params"):
-    """Host copies of ``key`` (``params`` or ``teacher``) from a checkpoint directory's latest step."""
-    return ocp.StandardCheckpointer().restore(_latest(directory) / "state")[key]
+    """Host (numpy) copies of ``key`` (``params`` or ``teacher``) from a checkpoint directory's
+    latest step, whatever devices and processes saved it."""
+    path = _latest(directory) / "state"
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                            ocp.PyTreeCheckpointHandler().metadata(path).tree)
+    return _reader(ocp.PyTreeCheckpointHandler()).restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))[key]
 
 
 def saved_record(directory: Path) -> dict:
     """The history and metric sums saved with a checkpoint directory's latest step."""
-    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(_latest(directory) / "record")
+    return _reader(ocp.JsonCheckpointHandler()).restore(_latest(directory) / "record")
+
+
+def _reader(handler) -> ocp.Checkpointer:
+    """A checkpointer that reads on this process alone (by default orbax waits for every process)."""
+    me = jax.process_index()
+    return ocp.Checkpointer(handler, multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
 
 
 def prediction_key(stage: str, config) -> str:
@@ -380,14 +407,17 @@ def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_
     tracks = [_Progress(member, mesh, keep_steps, read_threads, start) for member in members]
     together = len(members) > 1
     placement = NamedSharding(mesh, PartitionSpec("population")) if together else replicated(mesh)
-    state = jax.device_put(_stack([t.state for t in tracks]), placement)
-    rng = jax.device_put(_stack([jax.random.key(m.seed) for m in members]), placement)
+    state = placed(_stack([t.state for t in tracks]), placement)
+    rng = placed(_stack([jax.random.key(m.seed) for m in members]), placement)
     step = compiled_step(kind, mesh, together)
     bar = progress_bar(total=total, initial=start, desc=name, unit="step", disable=not progress)
     pending = []
     for index in range(start, total):
         check_interrupt()
-        state, metrics = step(state, _put_batch([next(t.iterator) for t in tracks], mesh), rng)
+        batch = _put_batch([next(t.iterator) for t in tracks], mesh)
+        if index == start:
+            _compile_together(step, state, batch, rng)
+        state, metrics = step(state, batch, rng)
         pending.append(metrics)
         done = index + 1
         if done % checkpoint_every == 0 or done == total or done in keep_steps:
@@ -405,6 +435,14 @@ def train(name: str, kind: StepKind, members: list[Member], mesh, *, checkpoint_
         track.manager.close()
     return [(member_state, t.history, t.sums)
             for member_state, t in zip(_unstack(_host(state, together), len(tracks)), tracks)]
+
+
+def _compile_together(step, *args) -> None:
+    """Compile ``step`` for ``args`` (into its cache) on every process before any runs it:
+    a process that enters a step's collectives long before another fails (on CPU, gloo
+    gives up after 30 s), and the processes compile at different speeds."""
+    step.lower(*args).compile()
+    parallel.barrier("compiled")
 
 
 def _stack(trees: list):

@@ -37,7 +37,7 @@ def test_run_end_to_end_on_a_tiny_phantom(tmp_path, tiny_files):
     volume = np.load(tiny_files / "volume.npy")
     labels, confidence = read_all(out / "labels.ome.zarr"), read_all(out / "confidence.ome.zarr")
     assert labels.shape == volume.shape and labels.max() < 4
-    assert confidence.min() >= 0.25 - 1e-6 and confidence.max() <= 1.0
+    assert confidence.dtype == np.uint8 and confidence.min() >= round(0.25 * 255)  # above 1/K, as uint8 steps
     assert (out / "panel.png").stat().st_size > 1000
     moved = np.asarray(metrics["guard"]["moved"])
     net_labels = read_all(out / "net_labels.ome.zarr")

@@ -53,3 +53,40 @@ def test_view_averaging_is_invariant_to_the_views_of_its_input():
     averaged = train.view_probabilities(model, params, images, 8)
     rotated = train.view_probabilities(model, params, jnp.rot90(images, 1, axes=(1, 2)), 8)
     np.testing.assert_allclose(rotated, jnp.rot90(averaged, 1, axes=(1, 2)), atol=1e-5)
+
+
+def test_the_slice_window_reads_each_slice_once_and_stacks_as_read_stack(monkeypatch):
+    from srjax import data, io
+
+    volume = io.as_volume(np.random.default_rng(0).random((11, 16, 16)).astype(np.float32))
+    batches = [list(range(start, min(start + 3, 11))) for start in range(0, 11, 3)]
+    whole = slice(None)
+    expected = [np.stack([data.read_stack(volume, z, 5, whole, whole, 0.1, 0.9) for z in zs]) for zs in batches]
+    read = []
+    real_read = io.read
+    monkeypatch.setattr(io, "read", lambda view, name: read.append(view.shape[0]) or real_read(view, name))
+    window = predict.SliceWindow(volume, 0.1, 0.9, 5)
+    for zs, stacks in zip(batches, expected):
+        np.testing.assert_array_equal(window.stacks(zs), stacks)
+        assert len(window.slices) <= 3 + 4  # the batch and its context, no more
+    assert sum(read) == 11
+
+
+def test_slices_labelled_in_shares_equal_the_volume_labelled_at_once():
+    model, params = _model_and_params()
+    from srjax import io
+
+    volume = io.as_volume(np.random.default_rng(1).random((9, 32, 32)).astype(np.float32))
+    mesh = train.make_mesh(jax.devices()[:2])
+    outputs = []
+    for shares in ([range(9)], [range(0, 4), range(4, 9)]):
+        labels, confidence = np.zeros(volume.shape, np.uint8), np.zeros(volume.shape, np.uint8)
+        total = sum(predict.predict_volume(model, params, volume, 0.0, 1.0, 3, 4, mesh, labels, confidence,
+                                           progress=False, slices=share) for share in shares)
+        outputs.append((labels, confidence, total))
+    (labels, confidence, total), (labels2, confidence2, total2) = outputs
+    np.testing.assert_array_equal(labels, labels2)
+    np.testing.assert_array_equal(confidence, confidence2)
+    assert confidence.min() >= round(255 / 3)  # a max probability of 3 classes is at least 1/3
+    np.testing.assert_allclose(total, total2, rtol=1e-6)
+    np.testing.assert_allclose(total / confidence.size, confidence.mean() / 255, atol=1 / 255)

@@ -16,7 +16,9 @@ from srjax.progress import LogLines
 def _counts(pseudo, stage2, stage3, confidence=None):
     volumes = {name: io.as_volume(np.asarray(v, np.uint8)[None]) for name, v in
                (("pseudo", pseudo), ("stage2", stage2), ("stage3", stage3))}
-    conf = None if confidence is None else io.as_volume(np.asarray(confidence, np.float32)[None])
+    # stored as a run stores it: uint8 steps of 1 / io.CONFIDENCE_SCALE
+    conf = None if confidence is None else io.as_volume(
+        np.round(np.asarray(confidence) * io.CONFIDENCE_SCALE).astype(np.uint8)[None])
     return summary.tally(volumes, conf)
 
 
@@ -30,7 +32,7 @@ def test_summary_by_hand():
     assert a["fraction"] == {"pseudo": 2 / 8, "stage2": 2 / 8, "stage3": 1 / 8}
     assert b["agreement"]["pseudo -> stage2"] == 0.5 and b["agreement"]["stage2 -> stage3"] == 1.0
     assert c["volume"] == 5 * 2.0 and s["volume_unit"] == "micrometer^3"
-    assert b["mean_confidence"] == 0.5 and a["mean_confidence"] == 1.0
+    assert b["mean_confidence"] == pytest.approx(0.5, abs=1 / 255) and a["mean_confidence"] == 1.0
     assert s["agreement"]["pseudo -> stage2"] == 7 / 8 and s["agreement"]["pseudo -> stage3"] == 6 / 8
     assert s["confidence_histogram"]["counts"][-1] == 1 and sum(s["confidence_histogram"]["counts"]) == 8
     assert [w[:50] for w in s["warnings"]] == ["stage 2 keeps only 50.0% of b's pseudo-label voxel"]

@@ -1,0 +1,113 @@
+"""Weak scaling of srjax's stage-2 step over processes on one machine's CPU: each process
+trains on its own share of a batch that grows with the process count, as on a cluster
+of hosts (``jax.distributed``, gloo collectives).
+
+  python tools/bench_scaling.py                  # 1, 2 and 4 processes, one device each
+  python tools/bench_scaling.py --processes 1,2 --batch 8 --size 64
+
+For N processes it prints the crops/s of the whole job, its ratio to N times one
+process's (the weak-scaling efficiency; 1 is perfect), and the same N devices in one
+process (a data mesh inside one process) for comparison. On a machine with fewer cores
+than processes the processes share cores, and the efficiency says so more than it says
+anything about srjax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def worker(args) -> None:
+    from srjax import parallel
+
+    if args.num_processes > 1:
+        parallel.initialize(f"localhost:{args.port}", args.num_processes, args.process_id)
+    import jax
+
+    from srjax import presets, train
+    from srjax.config import apply_overrides
+    from srjax.losses import loss_values
+    from srjax.models import build_model
+    from srjax.optim import OptimizerSpec, make_optimizer
+
+    devices = jax.device_count()
+    config = apply_overrides(presets.paper(), [f"data.crop={args.size}", f"model.width={args.width}"])
+    model = build_model("unet_noskip", 4, args.width)
+    params = train.init_params(model, config.data.slices, args.size, 0)
+    mesh = train.make_mesh()
+    optimizer = make_optimizer(config.stage2, 1000)
+    state = train.placed(train.stage2_state(params, optimizer, {"loss": loss_values(config.loss)}),
+                         train.replicated(mesh))
+    kind = train.StepKind("stage2", model, OptimizerSpec.of(config.stage2, 1000), config.loss.name)
+    step = train.compiled_step(kind, mesh)
+    local = args.batch * jax.local_device_count()  # the batch per device is fixed: weak scaling
+    rng = np.random.default_rng(jax.process_index())
+    batch = {"image": rng.random((local, args.size, args.size, config.data.slices), np.float32),
+             "label": rng.integers(0, 4, (local, args.size, args.size)).astype(np.int32)}
+    placed = {k: jax.make_array_from_process_local_data(train.batch_sharded(mesh), v) for k, v in batch.items()}
+    key = jax.random.key(0)
+    for _ in range(args.warmup):
+        state, metrics = step(state, placed, key)
+    jax.block_until_ready(metrics)
+    parallel.barrier("timed")
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = step(state, placed, key)
+    jax.block_until_ready(metrics)
+    seconds = time.perf_counter() - start
+    if jax.process_index() == 0:
+        print(json.dumps({"devices": devices, "crops_per_s": args.steps * args.batch * devices / seconds}))
+
+
+def run(processes: int, devices_each: int, args) -> float:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}", JAX_PLATFORMS="cpu")
+    command = [sys.executable, __file__, "--worker", "--num-processes", str(processes), "--port", str(port),
+               "--batch", str(args.batch), "--size", str(args.size), "--width", args.width,
+               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    procs = [subprocess.Popen(command + ["--process-id", str(p)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for p in range(processes)]
+    outs = [proc.communicate()[0] for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise SystemExit(f"a worker of the {processes}-process run failed")
+    return json.loads(outs[0].strip().splitlines()[-1])["crops_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument("--batch", type=int, default=4, help="crops per device per step")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--width", default="cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--num-processes", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    counts = [int(n) for n in args.processes.split(",")]
+    print(f"stage-2 step of unet_noskip ({args.width} widths), {args.batch} crops of {args.size}² per device; "
+          f"{os.cpu_count()} CPU cores")
+    print(f"{'processes':>10}{'crops/s':>10}{'efficiency':>12}{'1 process, N devices':>24}")
+    one = run(1, 1, args)
+    for n in counts:
+        throughput = one if n == 1 else run(n, 1, args)
+        same_devices = one if n == 1 else run(1, n, args)
+        print(f"{n:>10}{throughput:>10.1f}{throughput / (n * one):>12.2f}{same_devices:>18.1f} crops/s")
+
+
+if __name__ == "__main__":
+    main()
