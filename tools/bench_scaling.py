@@ -5,11 +5,11 @@ of hosts (``jax.distributed``, gloo collectives).
   python tools/bench_scaling.py                  # 1, 2 and 4 processes, one device each
   python tools/bench_scaling.py --processes 1,2 --batch 8 --size 64
 
-For N processes it prints the crops/s of the whole job, its ratio to N times one
-process's (the weak-scaling efficiency; 1 is perfect), and the same N devices in one
-process (a data mesh inside one process) for comparison. On a machine with fewer cores
-than processes the processes share cores, and the efficiency says so more than it says
-anything about srjax.
+Each process is pinned to its own core, as on separate hosts. For N processes it prints
+the crops/s of the whole job, its ratio to N times one process's (the weak-scaling
+efficiency; 1 is perfect), and the same N devices on N cores in one process (a data mesh
+inside one process) for comparison. With more processes than cores they share cores,
+and the efficiency says so more than it says anything about srjax.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ import numpy as np
 
 
 def worker(args) -> None:
+    # Each process gets its own cores, as on separate hosts: XLA's threads would otherwise
+    # spread every process over the whole machine.
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // args.num_processes) if args.cores_each == 0 else args.cores_each
+    os.sched_setaffinity(0, cores[args.process_id * share % len(cores):][:share])
     from srjax import parallel
 
     if args.num_processes > 1:
@@ -67,12 +72,13 @@ def worker(args) -> None:
         print(json.dumps({"devices": devices, "crops_per_s": args.steps * args.batch * devices / seconds}))
 
 
-def run(processes: int, devices_each: int, args) -> float:
+def run(processes: int, devices_each: int, cores_each: int, args) -> float:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}", JAX_PLATFORMS="cpu")
     command = [sys.executable, __file__, "--worker", "--num-processes", str(processes), "--port", str(port),
+               "--cores-each", str(cores_each),
                "--batch", str(args.batch), "--size", str(args.size), "--width", args.width,
                "--steps", str(args.steps), "--warmup", str(args.warmup)]
     procs = [subprocess.Popen(command + ["--process-id", str(p)], env=env, stdout=subprocess.PIPE,
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--num-processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cores-each", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -102,10 +109,10 @@ def main() -> None:
     print(f"stage-2 step of unet_noskip ({args.width} widths), {args.batch} crops of {args.size}² per device; "
           f"{os.cpu_count()} CPU cores")
     print(f"{'processes':>10}{'crops/s':>10}{'efficiency':>12}{'1 process, N devices':>24}")
-    one = run(1, 1, args)
+    one = run(1, 1, 1, args)
     for n in counts:
-        throughput = one if n == 1 else run(n, 1, args)
-        same_devices = one if n == 1 else run(1, n, args)
+        throughput = one if n == 1 else run(n, 1, 1, args)
+        same_devices = one if n == 1 else run(1, n, n, args)
         print(f"{n:>10}{throughput:>10.1f}{throughput / (n * one):>12.2f}{same_devices:>18.1f} crops/s")
 
 
