@@ -31,7 +31,7 @@ DEFAULT_CHUNKS = (1, 512, 512)
 # (up to 2048^2) makes writing them several times faster, as creating files dominates.
 LABEL_CHUNKS = (1, 2048, 2048)
 # Confidence (a max class probability) is stored as uint8 steps of 1/255: a quarter of
-# float32's size (3 GB, not 11, for a 1200x1520x1520 scan), and finer than any threshold needs.
+# float32's size (2.8 GB, not 11, for a 1200x1520x1520 scan), and finer than any threshold needs.
 CONFIDENCE_SCALE = 255
 COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
 READ_CACHE_BYTES = 256 << 20
@@ -345,6 +345,8 @@ def shared_ome_zarr_writer(path: str | Path, shape, dtype, **kwargs):
     """``ome_zarr_writer`` for every process of a run, each writing its own slices (one
     chunk per slice at every level, so no two processes write one chunk): the main process
     creates it, and once all have written, finishes it and renames it into place."""
+    if kwargs.get("chunks", DEFAULT_CHUNKS)[0] != 1:
+        raise ValueError("a shared output needs one slice per chunk: processes write disjoint slices")
     if parallel.count() == 1:
         with ome_zarr_writer(path, shape, dtype, **kwargs) as writer:
             yield writer
