@@ -5,8 +5,9 @@ weights, inference settings and intensity guard, with the run's class ids and na
 into ``OUT/NAME/``: ``labels.ome.zarr``, ``confidence.ome.zarr``, ``net_labels.ome.zarr``
 when the guard is on, and ``scan.json`` last, which marks the scan done. A killed
 campaign rerun with the same command skips the scans that are done and starts again on
-the one it was on. Scans are labelled one after another; on several processes each
-takes its own share of every scan's slices.
+the one it was on. On several processes whole scans go round the processes, each
+labelled by one process alone; the last few, fewer than the processes, are labelled by
+all of them, each process taking its own share of the slices.
 
 A scan whose values lie far outside the range the run was trained on is refused before
 any work (``--force`` labels it anyway): the net saw voxel values scaled by the run's
@@ -96,7 +97,7 @@ def predict_scans(run_root: str | Path, volumes: list[str], out: str | Path, tru
         check_range(scan.source, stage1["low"], stage1["high"], force)
         check_disjoint(out, {"scan": scan.path, "truth": scan_truth and scan_truth.path, "run": run.root})
         inputs.append((scan, scan_truth))
-    records = []
+    show = progress and parallel.is_main()
     with contextlib.ExitStack() as held:
 
         def claim():
@@ -105,23 +106,40 @@ def predict_scans(run_root: str | Path, volumes: list[str], out: str | Path, tru
             held.enter_context(exclusive(out / ".srjax.lock", f"output directory {out}"))
 
         parallel.on_main(claim)
-        for name, (scan, truth) in zip(names, inputs):
-            records.append(_label_scan(ScanDir(out / name, run), config, scan, truth, progress))
-    return records
+        scans = [(ScanDir(out / name, run), scan, truth) for name, (scan, truth) in zip(names, inputs)]
+        alone, shared = assignment(len(scans), parallel.count(), parallel.index())
+
+        def own_scans():
+            with parallel.alone():
+                for i in alone:
+                    _label_scan(*scans[i], config, show)
+
+        parallel.together(own_scans)
+        for i in shared:
+            _label_scan(*scans[i], config, show)
+        return [scan_dir.read(scan_dir.record) for scan_dir, _, _ in scans]
 
 
-def _label_scan(scan_dir: ScanDir, config, scan: pipeline.Input, truth, progress: bool) -> dict:
+def assignment(scans: int, processes: int, process: int) -> tuple[list[int], list[int]]:
+    """The scans a process labels by itself, and those every process labels a share of.
+    Whole scans go round the processes (no process waits for another, and each reads and
+    writes whole files); the last ``scans % processes``, too few to go round, are split by slices."""
+    whole = scans - scans % processes
+    return list(range(process, whole, processes)), list(range(whole, scans))
+
+
+def _label_scan(scan_dir: ScanDir, scan: pipeline.Input, truth, config, progress: bool) -> None:
+    """Label one scan into ``scan_dir``, unless it is done there already."""
     fingerprints = {"scan": rundir.fingerprint(scan.source, scan.path),
                     "truth": None if truth is None else rundir.fingerprint(truth.source, truth.path)}
     if scan_dir.record.exists():
         record = scan_dir.read(scan_dir.record)
         if record["inputs"] != fingerprints or record["run"] != str(scan_dir.source.root):
             raise SrjaxError(f"{scan_dir.root} holds the labels of another scan or run; pass a new --out")
-        return record
+        return
     parallel.on_main(lambda: scan_dir.root.mkdir(parents=True, exist_ok=True))
     size, unit = voxel_size_and_unit(scan.source)
-    ctx = stages.Context(scan_dir, config, scan, truth, train.make_mesh(), size, unit,
-                         progress and parallel.is_main())
+    ctx = stages.Context(scan_dir, config, scan, truth, train.make_mesh(), size, unit, progress)
     ctx.open()
     stages.Predict("stage3").run(ctx)
     predictions = scan_dir.read(scan_dir.predictions)["stage3"]
@@ -129,7 +147,6 @@ def _label_scan(scan_dir: ScanDir, config, scan: pipeline.Input, truth, progress
     if ctx.truth_store is not None:
         record["scores"] = parallel.on_main(lambda: _scores(scan_dir.labels, ctx.truth_store, ctx.stage1["classes"]))
     parallel.on_main(lambda: write_json(scan_dir.record, record))
-    return record
 
 
 def _scores(labels_path: Path, truth, classes: int) -> dict:

@@ -144,7 +144,11 @@ class Stage3Config(TrainingConfig):
 class Config:
     seed: int = _field(0, NON_NEGATIVE)
     checkpoint_every: int = _field(100, COUNT)
-    predict_batch: int = _field(8, COUNT)
+    # Slices labelled at once; "auto": as many as fit in a share of the device's free memory.
+    predict_batch: int | str = _field("auto", COUNT)
+    # Inference arithmetic: bfloat16 halves memory traffic on GPUs, at a cost in labels the
+    # README measures (Performance); float32 is what the net was trained in.
+    predict_precision: str = _field("float32", choices="precision")
     # Label slices in half-overlapping windows of the training crop, the field GroupNorm was
     # trained on, instead of whole slices at once as the paper does. The whole slice gives
     # the no-skip net the context it needs under beam-hardening cupping (README, "Experiments").
@@ -291,11 +295,12 @@ def _choices(kind: str, config: Config) -> tuple[str, ...]:
     from srjax.losses import LOSS_NAMES
     from srjax.models import MODEL_NAMES, width_names
     from srjax.optim import OPTIMIZERS, SCHEDULES
+    from srjax.predict import PRECISIONS
     from srjax.pseudo import METHODS
     from srjax.train import STAGE3_METHODS
 
     return {"method": METHODS, "model": MODEL_NAMES, "loss": LOSS_NAMES, "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES, "stage3": tuple(STAGE3_METHODS),
+            "schedule": SCHEDULES, "stage3": tuple(STAGE3_METHODS), "precision": tuple(PRECISIONS),
             "width": width_names(config.model.name) if config.model.name in MODEL_NAMES else ()}[kind]
 
 

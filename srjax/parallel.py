@@ -14,6 +14,7 @@ JAX detects itself (SLURM, Open MPI, ...), nothing is needed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
@@ -28,6 +29,7 @@ SCHEDULED = ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 MESSAGE_BYTES = 1024  # an error message shared with the other processes is cut to this
 WAIT_MS = 24 * 3600 * 1000  # how long a process waits for the others (a dead one stops all sooner)
 _exchanges = itertools.count()  # every process makes the same exchanges in the same order
+_alone = False  # inside ``alone()``
 
 
 def _setting(name: str, given, convert):
@@ -76,13 +78,26 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 def count() -> int:
     import jax
 
-    return jax.process_count()
+    return 1 if _alone else jax.process_count()
 
 
 def index() -> int:
     import jax
 
-    return jax.process_index()
+    return 0 if _alone else jax.process_index()
+
+
+@contextlib.contextmanager
+def alone():
+    """Within, this process works by itself as a job of one process (its own main process),
+    with no barrier or exchange: for work that is all its own, such as a whole scan of a
+    campaign."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def is_main() -> bool:

@@ -17,11 +17,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srjax import augment, io
+from srjax import io
 from srjax.data import context_indices, normalise
 from srjax.outputs import check_interrupt
 from srjax.progress import bar as progress_bar
 from srjax.train import batch_sharded, replicated, view_probabilities
+
+PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# A "predict_batch=auto" batch fills this share of a device's free memory; a CPU reports
+# none, so there it fills a fixed budget that keeps inference's peak RSS near 2 GB.
+FREE_MEMORY_SHARE = 0.6
+CPU_BUDGET_BYTES = 1 << 30
+MAX_SLICES_PER_DEVICE = 64
 
 
 def window_starts(size: int, window: int) -> list[int]:
@@ -56,12 +63,14 @@ def tiled_probabilities(model, params, images, window: int, views: int):
 
 
 @functools.cache
-def compiled_forward(model, mesh, window: int | None = None, views: int = 1):
+def compiled_forward(model, mesh, window: int | None = None, views: int = 1, precision: str = "float32"):
     """Labels, confidence (``io.CONFIDENCE_SCALE`` steps) and each slice's sum of the max
     probability for a batch, jitted once per model, mesh, window (None: the whole slice at
-    once) and view count; the weights are an argument."""
+    once), view count and precision; the weights are an argument."""
+    dtype = PRECISIONS[precision]
 
     def forward(params, images):
+        params, images = jax.tree.map(lambda x: x.astype(dtype), (params, images))
         if window is None:
             probs = view_probabilities(model, params, images, views)
         else:
@@ -72,6 +81,28 @@ def compiled_forward(model, mesh, window: int | None = None, views: int = 1):
 
     return jax.jit(forward, in_shardings=(replicated(mesh), batch_sharded(mesh)),
                    out_shardings=(batch_sharded(mesh),) * 3)
+
+
+def slices_per_device(budget_bytes: float, bytes_per_slice: float) -> int:
+    """How many slices a device labels at once within ``budget_bytes`` (1 to ``MAX_SLICES_PER_DEVICE``)."""
+    return int(np.clip(budget_bytes // max(bytes_per_slice, 1), 1, MAX_SLICES_PER_DEVICE))
+
+
+def auto_batch_size(forward, params, mesh, stack_shape: tuple[int, ...]) -> int:
+    """A batch that fits the devices' free memory: XLA's own account of the memory one
+    slice per device needs (the forward compiled for that), against what the devices have
+    free."""
+    devices = mesh.devices.size
+    probe = jax.ShapeDtypeStruct((devices, *stack_shape), jnp.float32, sharding=batch_sharded(mesh))
+    used = forward.lower(params, probe).compile().memory_analysis()
+    weights = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
+    per_slice = used.temp_size_in_bytes + used.argument_size_in_bytes + used.output_size_in_bytes - weights
+    stats = [device.memory_stats() for device in mesh.devices.flat]
+    if all(stats):
+        budget = FREE_MEMORY_SHARE * min(s["bytes_limit"] - s["bytes_in_use"] for s in stats)
+    else:
+        budget = CPU_BUDGET_BYTES
+    return devices * slices_per_device(budget, per_slice)
 
 
 class SliceWindow:
@@ -104,12 +135,13 @@ def predict_volume(
     low: float,
     high: float,
     num_slices: int,
-    batch_size: int,
+    batch_size: int | str,
     mesh,
     labels_out,
     confidence_out=None,
     window: int | None = None,
     views: int = 1,
+    precision: str = "float32",
     desc: str = "predict",
     progress: bool = True,
     slices: range | None = None,
@@ -117,12 +149,14 @@ def predict_volume(
     """Write argmax labels (and max probability, as ``io.CONFIDENCE_SCALE`` steps) of
     ``slices`` (every slice by default) into the given arrays; return the sum of the max
     probability over them. The next batch is read on a thread while this one is labelled;
-    the writers write asynchronously."""
+    the writers write asynchronously. ``batch_size`` "auto" fills the devices' free memory."""
     devices = mesh.devices.size
-    batch_size = -(-batch_size // devices) * devices
-    forward = compiled_forward(model, mesh, window, views)
+    forward = compiled_forward(model, mesh, window, views, precision)
     params = jax.device_put(params, replicated(mesh))
     slices = range(volume.shape[0]) if slices is None else slices
+    if batch_size == "auto":
+        batch_size = auto_batch_size(forward, params, mesh, (*volume.shape[1:], num_slices))
+    batch_size = -(-min(batch_size, max(len(slices), 1)) // devices) * devices  # no batch larger than the work
     batches = [list(range(start, min(start + batch_size, slices.stop)))
                for start in range(slices.start, slices.stop, batch_size)]
     reader = SliceWindow(volume, low, high, num_slices)

@@ -226,7 +226,8 @@ class Predict:
                            batch_size=ctx.config.predict_batch, mesh=ctx.local_mesh, labels_out=labels,
                            confidence_out=confidence,
                            window=ctx.config.data.crop if ctx.config.predict_tiled else None,
-                           views=ctx.config.predict_views, progress=ctx.progress, desc=f"predict {self.title}",
+                           views=ctx.config.predict_views, precision=ctx.config.predict_precision,
+                           progress=ctx.progress, desc=f"predict {self.title}",
                            slices=parallel.share(shape[0]))
         record = {"mean_confidence": float(parallel.summed(confidence_sum) / np.prod(shape))}
 

@@ -122,7 +122,8 @@ def view_probabilities(model, params, images, views: int):
     (each mapped back to the input's orientation)."""
     total = 0.0
     for view in range(views):
-        probs = jax.nn.softmax(model.apply({"params": params}, augment.dihedral_all(images, view), train=False))
+        logits = model.apply({"params": params}, augment.dihedral_all(images, view), train=False)
+        probs = jax.nn.softmax(logits.astype(jnp.float32))  # in float32 whatever the net computed in
         total = total + augment.dihedral_all(probs, augment.DIHEDRAL_INVERSE[view])
     return total / views
 

@@ -7,6 +7,9 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 {F
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -38,6 +41,29 @@ def tiny_files(tmp_path_factory, tiny_phantom):
 def subprocess_env() -> dict:
     """The environment of an srjax command a test starts: one CPU device, as a user has."""
     return dict(os.environ, XLA_FLAGS=FAST_COMPILE, JAX_PLATFORMS="cpu")
+
+
+def start_processes(arguments, processes: int, devices: int = 1) -> list[subprocess.Popen]:
+    """``srjax ARGUMENTS`` started as every process of a job of ``processes`` on this machine
+    (a plain command when 1), each process with ``devices`` CPU devices."""
+    env = dict(subprocess_env(), XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}")
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+
+    def cluster(process):
+        return ["--coordinator", f"localhost:{port}", "--num-processes", str(processes),
+                "--process-id", str(process)] if processes > 1 else []
+
+    return [subprocess.Popen([sys.executable, "-m", "srjax.cli", *map(str, arguments), *cluster(p)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for p in range(processes)]
+
+
+def finish(procs) -> None:
+    """Wait for every process; each must have succeeded."""
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
 
 
 def read_all(path):

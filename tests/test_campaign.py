@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from conftest import read_all
+from conftest import finish, read_all, start_processes
 from srjax import presets
-from srjax.campaign import predict_scans, scan_name
+from srjax.campaign import assignment, predict_scans, scan_name
 from srjax.errors import SrjaxError
 from srjax.phantom import PhantomSpec, make_phantom
 from srjax.pipeline import run_pipeline
@@ -28,6 +28,27 @@ def finished_run(tmp_path_factory, tiny_files):
 
 def test_scan_names_drop_the_format_suffix():
     assert [scan_name(p) for p in ("a/scan.ome.zarr", "b/t1.tif", "c.h5", "d/run7.zarr/")] == ["scan", "t1", "c", "run7"]
+
+
+@pytest.mark.parametrize("scans,processes", [(5, 2), (3, 4), (8, 4), (1, 1)])
+def test_whole_scans_go_round_the_processes_and_the_rest_are_shared(scans, processes):
+    parts = [assignment(scans, processes, p) for p in range(processes)]
+    alone = sorted(i for own, _ in parts for i in own)
+    shared = parts[0][1]
+    assert all(part[1] == shared for part in parts)
+    assert alone + shared == list(range(scans)) and len(shared) < processes
+
+
+def test_two_processes_label_a_campaign_as_one_does(tmp_path, finished_run, tiny_files):
+    run, other = finished_run
+    scans = [tiny_files / "volume.npy", other / "seed4.npy", tmp_path / "mirrored.npy"]
+    np.save(scans[2], np.load(scans[1])[:, ::-1])
+    predict_scans(run, scans, tmp_path / "one", progress=False)
+    finish(start_processes(["predict", run, *scans, "--out", tmp_path / "two"], processes=2))
+    for name in ("volume", "seed4", "mirrored"):  # two scans labelled alone, the third shared
+        for output in ("labels", "confidence", "net_labels"):
+            np.testing.assert_array_equal(read_all(tmp_path / "one" / name / f"{output}.ome.zarr"),
+                                          read_all(tmp_path / "two" / name / f"{output}.ome.zarr"))
 
 
 def test_the_runs_own_volume_is_labelled_as_the_run_labelled_it_and_a_killed_campaign_resumes(

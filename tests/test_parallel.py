@@ -3,16 +3,13 @@ and of every batch, and the same run on one process of four devices and on two
 processes of two devices each, killed and resumed, ending the same."""
 
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import FAST_COMPILE, read_all, subprocess_env
+from conftest import finish, read_all, start_processes
 from srjax import data, parallel, train
 from srjax.errors import SrjaxError
 
@@ -53,37 +50,16 @@ def test_a_process_id_outside_the_cluster_is_refused():
         parallel.initialize("localhost:1", 2, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _command(root, out):
-    return [sys.executable, "-m", "srjax.cli", "run", str(root / "volume.npy"), "--classes", "4", "--out", str(out),
-            "--config", str(root / "tiny.json"), "--set", "stage2.epochs=4", "--set", "stage3.epochs=2"]
-
-
-def _processes(root, out, processes: int, devices: int) -> list[subprocess.Popen]:
-    env = dict(subprocess_env(), XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}")
-    port = _free_port()
-    cluster = lambda p: ["--coordinator", f"localhost:{port}", "--num-processes", str(processes),  # noqa: E731
-                         "--process-id", str(p)] if processes > 1 else []
-    return [subprocess.Popen(_command(root, out) + cluster(p), env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True) for p in range(processes)]
-
-
-def _finish(procs) -> None:
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
+def _run(root, out, processes: int, devices: int):
+    return start_processes(["run", root / "volume.npy", "--classes", "4", "--out", out, "--config", root / "tiny.json",
+                            "--set", "stage2.epochs=4", "--set", "stage3.epochs=2"], processes, devices)
 
 
 def test_two_processes_of_two_devices_killed_and_resumed_end_as_one_process_of_four(tmp_path, tiny_files):
-    _finish(_processes(tiny_files, tmp_path / "one", 1, 4))
+    finish(_run(tiny_files, tmp_path / "one", 1, 4))
 
     killed = tmp_path / "two"
-    procs = _processes(tiny_files, killed, 2, 2)
+    procs = _run(tiny_files, killed, 2, 2)
     marker = killed / "checkpoints" / "stage2" / "4"
     deadline = time.time() + 300
     while not marker.exists() and all(p.poll() is None for p in procs) and time.time() < deadline:
@@ -92,7 +68,7 @@ def test_two_processes_of_two_devices_killed_and_resumed_end_as_one_process_of_f
         proc.send_signal(signal.SIGKILL)
     assert [proc.wait() for proc in procs] == [-signal.SIGKILL] * 2, "the run ended before it could be killed"
     assert not (killed / "metrics.json").exists()
-    _finish(_processes(tiny_files, killed, 2, 2))
+    finish(_run(tiny_files, killed, 2, 2))
 
     for name in ("pseudo_labels", "stage2_labels", "net_labels", "labels"):
         np.testing.assert_array_equal(read_all(tmp_path / "one" / f"{name}.ome.zarr"),

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from srjax import predict, train
 from srjax.models import build_model
@@ -90,3 +91,33 @@ def test_slices_labelled_in_shares_equal_the_volume_labelled_at_once():
     assert confidence.min() >= round(255 / 3)  # a max probability of 3 classes is at least 1/3
     np.testing.assert_allclose(total, total2, rtol=1e-6)
     np.testing.assert_allclose(total / confidence.size, confidence.mean() / 255, atol=1 / 255)
+
+
+@pytest.mark.parametrize("budget,per_slice,expected", [(10e9, 1e9, 10), (0.5e9, 1e9, 1), (1e12, 1e6, 64)])
+def test_an_auto_batch_fills_the_budget_within_bounds(budget, per_slice, expected):
+    assert predict.slices_per_device(budget, per_slice) == expected
+
+
+def _labelled(batch_size, precision="float32"):
+    from srjax import io
+
+    model, params = _model_and_params()
+    volume = io.as_volume(np.random.default_rng(2).random((9, 32, 32)).astype(np.float32))
+    labels, confidence = np.zeros(volume.shape, np.uint8), np.zeros(volume.shape, np.uint8)
+    predict.predict_volume(model, params, volume, 0.0, 1.0, 3, batch_size, train.make_mesh(jax.devices()[:2]),
+                           labels, confidence, precision=precision, progress=False)
+    return labels, confidence
+
+
+def test_the_auto_batch_labels_as_a_given_one():
+    labels, confidence = _labelled(4)
+    auto_labels, auto_confidence = _labelled("auto")
+    np.testing.assert_array_equal(labels, auto_labels)
+    np.testing.assert_array_equal(confidence, auto_confidence)
+
+
+def test_bfloat16_inference_changes_few_labels():
+    labels, confidence = _labelled(4)
+    half_labels, half_confidence = _labelled(4, "bfloat16")
+    assert np.mean(labels == half_labels) > 0.95
+    assert np.abs(confidence.astype(int) - half_confidence).mean() < 3  # steps of 1/255
