@@ -7,7 +7,9 @@ of hosts (``jax.distributed``, gloo collectives).
 
 Each process is pinned to its own core, as on separate hosts. For N processes it prints
 the crops/s of the whole job, its ratio to N times one process's (the weak-scaling
-efficiency; 1 is perfect), and the same N devices on N cores in one process (a data mesh
+efficiency; 1 is perfect), the step's milliseconds and those of its gradient all-reduce
+timed alone (a sum over the devices of arrays shaped as the net's parameters, and of one
+array as large as all of them), and the same N devices on N cores in one process (a data mesh
 inside one process) for comparison. With more processes than cores they share cores,
 and the efficiency says so more than it says anything about srjax.
 """
@@ -68,8 +70,35 @@ def worker(args) -> None:
         state, metrics = step(state, placed, key)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - start
+    leaves, flat = _allreduce_seconds(mesh, [leaf.shape for leaf in jax.tree.leaves(params)], args.steps)
     if jax.process_index() == 0:
-        print(json.dumps({"devices": devices, "crops_per_s": args.steps * args.batch * devices / seconds}))
+        print(json.dumps({"devices": devices, "crops_per_s": args.steps * args.batch * devices / seconds,
+                          "step_ms": 1e3 * seconds / args.steps, "allreduce_ms": 1e3 * leaves,
+                          "flat_allreduce_ms": 1e3 * flat, "arrays": len(jax.tree.leaves(params))}))
+
+
+def _allreduce_seconds(mesh, shapes, repeats: int) -> tuple[float, float]:
+    """Seconds of one sum over the devices of arrays of ``shapes`` (the gradient's
+    all-reduce, alone): as those separate arrays, and as one array of their total size;
+    each the mean of ``repeats`` after one."""
+    import jax
+
+    from srjax import train
+
+    def parts(shape):
+        return jax.make_array_from_process_local_data(
+            train.batch_sharded(mesh), np.ones((jax.local_device_count(), *shape), np.float32))
+
+    def timed(arrays) -> float:
+        total = jax.jit(lambda xs: [x.sum(0) for x in xs], out_shardings=train.replicated(mesh))
+        jax.block_until_ready(total(arrays))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = total(arrays)
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / repeats
+
+    return timed([parts(shape) for shape in shapes]), timed([parts((sum(int(np.prod(s)) for s in shapes),))])
 
 
 def run(processes: int, devices_each: int, cores_each: int, args) -> float:
@@ -86,7 +115,7 @@ def run(processes: int, devices_each: int, cores_each: int, args) -> float:
     outs = [proc.communicate()[0] for proc in procs]
     if any(proc.returncode for proc in procs):
         raise SystemExit(f"a worker of the {processes}-process run failed")
-    return json.loads(outs[0].strip().splitlines()[-1])["crops_per_s"]
+    return json.loads(outs[0].strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -108,12 +137,15 @@ def main() -> None:
     counts = [int(n) for n in args.processes.split(",")]
     print(f"stage-2 step of unet_noskip ({args.width} widths), {args.batch} crops of {args.size}² per device; "
           f"{os.cpu_count()} CPU cores")
-    print(f"{'processes':>10}{'crops/s':>10}{'efficiency':>12}{'1 process, N devices':>24}")
+    print(f"{'processes':>10}{'crops/s':>10}{'efficiency':>12}{'step ms':>10}{'all-reduce ms':>15}"
+          f"{'as one array':>14}{'1 process, N devices':>24}{'all-reduce ms':>15}")
     one = run(1, 1, 1, args)
     for n in counts:
-        throughput = one if n == 1 else run(n, 1, 1, args)
+        several = one if n == 1 else run(n, 1, 1, args)
         same_devices = one if n == 1 else run(1, n, n, args)
-        print(f"{n:>10}{throughput:>10.1f}{throughput / (n * one):>12.2f}{same_devices:>18.1f} crops/s")
+        print(f"{n:>10}{several['crops_per_s']:>10.1f}{several['crops_per_s'] / (n * one['crops_per_s']):>12.2f}"
+              f"{several['step_ms']:>10.1f}{several['allreduce_ms']:>15.2f}{several['flat_allreduce_ms']:>14.2f}"
+              f"{same_devices['crops_per_s']:>18.1f} crops/s{same_devices['allreduce_ms']:>15.2f}")
 
 
 if __name__ == "__main__":

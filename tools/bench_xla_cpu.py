@@ -60,7 +60,8 @@ def _median_ms(fn, *args, repeats: int = 5) -> float:
 
 def convolution_split(size: int, batch: int, widths) -> None:
     """Print forward, input-gradient and weight-gradient milliseconds of a 3×3 convolution
-    per depth of the net (the size halving and the width growing with depth)."""
+    per depth of the net (the size halving and the width growing with depth), and the same
+    in PyTorch when it is installed."""
     import jax
 
     def conv(x, w):
@@ -69,13 +70,50 @@ def convolution_split(size: int, batch: int, widths) -> None:
     forward = jax.jit(conv)
     input_grad = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
     weight_grad = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
+    reference = _torch_convolution()
     for depth, width in enumerate(widths):
         side = size >> depth
         x, g = (jax.random.normal(jax.random.key(k), (batch, side, side, width)) for k in (0, 1))
         w = jax.random.normal(jax.random.key(2), (3, 3, width, width))
-        times = [_median_ms(forward, x, w), _median_ms(input_grad, x, w, g), _median_ms(weight_grad, x, w, g)]
-        print(f"  {batch}x{side}x{side}x{width:<4} forward {times[0]:7.1f} ms  input gradient {times[1]:7.1f} ms  "
-              f"weight gradient {times[2]:7.1f} ms ({times[2] / times[0]:.1f}x forward)")
+        rows = {"XLA": [_median_ms(forward, x, w), _median_ms(input_grad, x, w, g), _median_ms(weight_grad, x, w, g)]}
+        if reference:
+            rows["PyTorch"] = reference(batch, side, width)
+        for name, (ahead, back_input, back_weights) in rows.items():
+            print(f"  {name:8} {batch}x{side}x{side}x{width:<4} forward {ahead:7.1f} ms  input gradient "
+                  f"{back_input:7.1f} ms  weight gradient {back_weights:7.1f} ms ({back_weights / ahead:.1f}x forward)")
+
+
+def _torch_convolution():
+    """A function timing PyTorch's 3×3 convolution as ``convolution_split`` times XLA's, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import time
+
+    import numpy as np
+
+    def median_ms(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1e3 * float(np.median(times))
+
+    def timed(batch: int, side: int, width: int) -> list[float]:
+        x = torch.randn(batch, width, side, side, requires_grad=True)
+        w = torch.randn(width, width, 3, 3, requires_grad=True)
+        g = torch.randn(batch, width, side, side)
+        with torch.no_grad():
+            ahead = median_ms(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+        y = torch.nn.functional.conv2d(x, w, padding=1)
+        back_input = median_ms(lambda: torch.autograd.grad(y, x, g, retain_graph=True))
+        back_weights = median_ms(lambda: torch.autograd.grad(y, w, g, retain_graph=True))
+        return [ahead, back_input, back_weights]
+
+    return timed
 
 
 def child(size: int, batch: int, repeats: int) -> None:
