@@ -23,6 +23,8 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_train, beside this file
+
 SETTINGS = {
     "default": "",
     "fast math": "--xla_cpu_enable_fast_math=true",
@@ -43,19 +45,13 @@ def hlo_census(text: str) -> dict:
             "fusions": len(re.findall(r"= \S+ fusion\(", text))}
 
 
-def _median_ms(fn, *args, repeats: int = 5) -> float:
-    import time
-
+def _median_ms(fn, *args) -> float:
+    """Median milliseconds of ``fn(*args)`` (finished), after one call."""
     import jax
-    import numpy as np
 
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    from bench_train import _median_seconds
+
+    return 1e3 * _median_seconds(lambda: jax.block_until_ready(fn(*args)), 1, 5)
 
 
 def convolution_split(size: int, batch: int, widths) -> None:
@@ -89,28 +85,16 @@ def _torch_convolution():
         import torch
     except ImportError:
         return None
-    import time
-
-    import numpy as np
-
-    def median_ms(fn) -> float:
-        fn()
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1e3 * float(np.median(times))
 
     def timed(batch: int, side: int, width: int) -> list[float]:
         x = torch.randn(batch, width, side, side, requires_grad=True)
         w = torch.randn(width, width, 3, 3, requires_grad=True)
         g = torch.randn(batch, width, side, side)
         with torch.no_grad():
-            ahead = median_ms(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+            ahead = _median_ms(lambda: torch.nn.functional.conv2d(x, w, padding=1))
         y = torch.nn.functional.conv2d(x, w, padding=1)
-        back_input = median_ms(lambda: torch.autograd.grad(y, x, g, retain_graph=True))
-        back_weights = median_ms(lambda: torch.autograd.grad(y, w, g, retain_graph=True))
+        back_input = _median_ms(lambda: torch.autograd.grad(y, x, g, retain_graph=True))
+        back_weights = _median_ms(lambda: torch.autograd.grad(y, w, g, retain_graph=True))
         return [ahead, back_input, back_weights]
 
     return timed
@@ -118,7 +102,6 @@ def _torch_convolution():
 
 def child(size: int, batch: int, repeats: int) -> None:
     """Time srjax's stage-2 step and describe its compiled form; print one JSON line."""
-    sys.path.insert(0, os.path.dirname(__file__))
     import jax
     import numpy as np
 
