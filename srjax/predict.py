@@ -29,6 +29,7 @@ PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 FREE_MEMORY_SHARE = 0.6
 CPU_BUDGET_BYTES = 1 << 30
 MAX_SLICES_PER_DEVICE = 64
+_SLICE_BYTES: dict = {}  # (compiled forward, slice stack shape) -> device bytes one slice needs
 
 
 def window_starts(size: int, window: int) -> list[int]:
@@ -93,10 +94,13 @@ def auto_batch_size(forward, params, mesh, stack_shape: tuple[int, ...]) -> int:
     slice per device needs (the forward compiled for that), against what the devices have
     free."""
     devices = mesh.devices.size
-    probe = jax.ShapeDtypeStruct((devices, *stack_shape), jnp.float32, sharding=batch_sharded(mesh))
-    used = forward.lower(params, probe).compile().memory_analysis()
-    weights = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
-    per_slice = used.temp_size_in_bytes + used.argument_size_in_bytes + used.output_size_in_bytes - weights
+    key = (forward, stack_shape)
+    if key not in _SLICE_BYTES:  # compiled once per forward and slice shape, not once per scan
+        probe = jax.ShapeDtypeStruct((devices, *stack_shape), jnp.float32, sharding=batch_sharded(mesh))
+        used = forward.lower(params, probe).compile().memory_analysis()
+        weights = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
+        _SLICE_BYTES[key] = used.temp_size_in_bytes + used.argument_size_in_bytes + used.output_size_in_bytes - weights
+    per_slice = _SLICE_BYTES[key]
     stats = [device.memory_stats() for device in mesh.devices.flat]
     if all(stats):
         budget = FREE_MEMORY_SHARE * min(s["bytes_limit"] - s["bytes_in_use"] for s in stats)
