@@ -44,6 +44,29 @@ def _median_seconds(step, warmup: int, repeats: int) -> float:
     return float(np.median(times))
 
 
+def random_batch(batch: int, size: int, slices: int, classes: int) -> dict:
+    """A batch of random crops and labels (seed 0), as the data pipeline gives one."""
+    rng = np.random.default_rng(0)
+    return {"image": rng.random((batch, size, size, slices), np.float32),
+            "label": rng.integers(0, classes, (batch, size, size)).astype(np.int32)}
+
+
+def stage_step(config, model, params, stage: str, mesh):
+    """srjax's compiled step of ``stage`` and its starting state, replicated over ``mesh``."""
+    settings = getattr(config, stage)
+    optimizer = make_optimizer(settings, STEPS)
+    method = "stage2" if stage == "stage2" else settings.method
+    kind = train.StepKind(method, model, OptimizerSpec.of(settings, STEPS), config.loss.name,
+                          teacher_views=getattr(settings, "teacher_views", 1))
+    values = {"loss": loss_values(config.loss)}
+    if stage == "stage2":
+        state = train.stage2_state(params, optimizer, values)
+    else:
+        values.update(train.unbiased_teacher_values(settings))
+        state = train.teacher_student_state(params, optimizer, values)
+    return train.compiled_step(kind, mesh), train.placed(state, train.replicated(mesh))
+
+
 def jax_steps(config, classes: int, batch: dict, warmup: int, repeats: int) -> tuple[dict, int]:
     mesh = train.make_mesh()
     model = build_model(config.model.name, classes, config.model.width, config.model.dropout)
@@ -54,19 +77,7 @@ def jax_steps(config, classes: int, batch: dict, warmup: int, repeats: int) -> t
     rng = jax.random.key(0)
     seconds = {}
     for stage in ("stage2", "stage3"):
-        settings = getattr(config, stage)
-        optimizer = make_optimizer(settings, STEPS)
-        method = "stage2" if stage == "stage2" else settings.method
-        kind = train.StepKind(method, model, OptimizerSpec.of(settings, STEPS), config.loss.name,
-                              teacher_views=getattr(settings, "teacher_views", 1))
-        values = {"loss": loss_values(config.loss)}
-        if stage == "stage2":
-            state = train.stage2_state(params, optimizer, values)
-        else:
-            values.update(train.unbiased_teacher_values(settings))
-            state = train.teacher_student_state(params, optimizer, values)
-        state = train.placed(state, train.replicated(mesh))
-        step = train.compiled_step(kind, mesh)
+        step, state = stage_step(config, model, params, stage, mesh)
         holder = [state]
 
         def run():
@@ -141,9 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     config = apply_overrides(presets.paper(), [f"data.crop={args.size}", f"data.batch_size={args.batch}",
                                                f"data.slices={args.slices}", f"model.width={args.width}"])
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.random((args.batch, args.size, args.size, args.slices), np.float32),
-             "label": rng.integers(0, args.classes, (args.batch, args.size, args.size)).astype(np.int32)}
+    batch = random_batch(args.batch, args.size, args.slices, args.classes)
     print(f"{config.model.name} ({args.width} widths), batch {args.batch} of {args.size}² x {args.slices} slices; "
           f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
     found, count = {}, None

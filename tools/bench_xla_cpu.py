@@ -103,29 +103,18 @@ def _torch_convolution():
 def child(size: int, batch: int, repeats: int) -> None:
     """Time srjax's stage-2 step and describe its compiled form; print one JSON line."""
     import jax
-    import numpy as np
 
-    from bench_train import _median_seconds
+    from bench_train import _median_seconds, random_batch, stage_step
     from srjax import presets, train
     from srjax.config import apply_overrides
-    from srjax.losses import loss_values
     from srjax.models import build_model
-    from srjax.optim import OptimizerSpec, make_optimizer
 
     config = apply_overrides(presets.paper(), [f"data.crop={size}", f"data.batch_size={batch}"])
-    rng = np.random.default_rng(0)
     mesh = train.make_mesh()
-    batch_arrays = {"image": rng.random((batch, size, size, config.data.slices), np.float32),
-                    "label": rng.integers(0, 4, (batch, size, size)).astype(np.int32)}
     placed = {key: jax.make_array_from_process_local_data(train.batch_sharded(mesh), value)
-              for key, value in batch_arrays.items()}
+              for key, value in random_batch(batch, size, config.data.slices, 4).items()}
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
-    params = train.init_params(model, config.data.slices, size, 0)
-    optimizer = make_optimizer(config.stage2, 1000)
-    kind = train.StepKind("stage2", model, OptimizerSpec.of(config.stage2, 1000), config.loss.name)
-    state = train.placed(train.stage2_state(params, optimizer, {"loss": loss_values(config.loss)}),
-                         train.replicated(mesh))
-    step = train.compiled_step(kind, mesh)
+    step, state = stage_step(config, model, train.init_params(model, config.data.slices, size, 0), "stage2", mesh)
     key = jax.random.key(0)
     census = hlo_census(step.lower(state, placed, key).compile().as_text())
     holder = [state]
