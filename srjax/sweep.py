@@ -16,7 +16,9 @@ Work is shared, not redone (``srjax.shared_steps``):
     point, from which that member goes on to stage 3;
   * stage 3 is trained once per (stage 2, its duration, stage-3 settings): members that
     differ only in how the volume is labelled afterwards share it, and members that
-    differ only in stage-3 duration share it as stage 2's durations do.
+    differ only in stage-3 duration share it as stage 2's durations do;
+  * a finished member of the sweep directory lends what it saved to members run later,
+    whether or not that run selects it.
 
 Members run breadth-first (``srjax.lockstep``): those whose training differs only in
 values can train as one vmapped population. A killed sweep, rerun, finishes only what
@@ -191,12 +193,21 @@ def _shorter(group: list[int], totals: list[int]) -> tuple[int, ...]:
     return tuple(sorted({totals[i] for i in group} - {max(totals[i] for i in group)}))
 
 
-def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) -> list[Planned]:
+def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True,
+         saved: dict[str, dict[str, set[int]]] | None = None) -> list[Planned]:
     """The members, each with the members it takes work from: in each stage-2 group the
     first of the longest stage 2s trains it, and in each stage-3 group the first of the
     longest stage 3s (``srjax.lockstep`` runs a step's own work before the work taken
-    from it); without ``share`` every member does all its own work."""
+    from it), unless a finished member already saved the checkpoint every member of the
+    group stops at (``saved``: member name -> stage -> checkpoint steps); without
+    ``share`` every member does all its own work."""
     configs = [sweep.config(m) for m in sweep.members]
+    saved = saved or {}
+
+    def source(group: list[int], totals: list[int], stage: str) -> int:
+        needed = {totals[j] for j in group}
+        lenders = [i for i in group if needed <= saved.get(sweep.members[i].name, {}).get(stage, set())]
+        return lenders[0] if lenders else max(group, key=lambda i: totals[i])
 
     def duration(i: int, stage: str) -> int:
         settings = getattr(configs[i], stage)
@@ -214,12 +225,12 @@ def plan(sweep: Sweep, out: Path, depths: dict[str, int], share: bool = True) ->
         for i in indices:
             groups3.setdefault(json.dumps([totals2[i], _without_duration(configs[i].stage3, totals3[i])]), []).append(i)
         stage3_group = {i: group for group in groups3.values() for i in group}
-        stage2_source = max(indices, key=lambda i: totals2[i])
+        stage2_source = source(indices, totals2, "stage2")
         for i in [stage2_source] + [i for i in indices if i != stage2_source]:
             member, config = sweep.members[i], configs[i]
             run = out / "runs" / member.name
             stage1_from = stage1_runs.setdefault(_stage1_key(member.volume, config) if share else str(i), run)
-            stage3_source = max(stage3_group[i], key=lambda j: totals3[j])
+            stage3_source = source(stage3_group[i], totals3, "stage3")
             takes_stage2, takes_stage3 = i != stage2_source, i != stage3_source
             planned.append(Planned(member, config, run, None if stage1_from == run else stage1_from,
                                    out / "runs" / sweep.members[stage2_source].name if takes_stage2 else None,
@@ -359,6 +370,12 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
     carried = prior_rows(sweep, size, prior)
     chosen = select(sweep, members)
     todo = dataclasses.replace(chosen, members=tuple(m for m in chosen.members if m.name not in carried))
+    # Finished members of this directory lend their work to the chosen ones, chosen or not.
+    volumes = {m.volume for m in todo.members}
+    finished = [m for m in sweep.members if m not in todo.members and m.volume in volumes
+                and rundir.RunDir(out / "runs" / m.name).finished]
+    saved = {m.name: {stage: train.saved_steps(rundir.RunDir(out / "runs" / m.name).checkpoints(stage))
+                      for stage in ("stage2", "stage3")} for m in finished}
     if populations is None:
         populations = jax.default_backend() != "cpu"
     with contextlib.ExitStack() as held:
@@ -378,7 +395,8 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
         check(todo, paths, train.make_mesh())
         depths = {name: io.open_volume(path, "volume").shape[0] for name, (path, _) in paths.items()}
         runs = []
-        for planned in plan(todo, out, depths, share):
+        planning = dataclasses.replace(todo, members=todo.members + tuple(finished))
+        for planned in plan(planning, out, depths, share, saved):
             volume, truth = paths[planned.member.volume]
             ctx = held.enter_context(pipeline.opened_run(volume, planned.run, planned.config, truth, preset=size,
                                                          progress=False))

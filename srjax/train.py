@@ -309,13 +309,17 @@ def restore_state(directory: Path, like, mesh, step: int | None = None):
     return restored["state"], restored["record"]
 
 
+def saved_steps(directory: Path) -> set[int]:
+    """The steps of the finished checkpoints. Read from the directory's names (orbax renames
+    a step into place once written), not with a CheckpointManager, which on several
+    processes waits for all of them."""
+    return {int(entry.name) for entry in Path(directory).iterdir() if entry.name.isdigit()} \
+        if Path(directory).is_dir() else set()
+
+
 def latest_step(directory: Path) -> int | None:
-    """The last finished checkpoint's step. Read from the directory's names (orbax renames a
-    step into place once written), not with a CheckpointManager, which on several processes
-    waits for all of them."""
-    steps = [int(entry.name) for entry in Path(directory).iterdir() if entry.name.isdigit()] \
-        if Path(directory).is_dir() else []
-    return max(steps, default=None)
+    """The last finished checkpoint's step."""
+    return max(saved_steps(directory), default=None)
 
 
 def _latest(directory: Path) -> Path:

@@ -172,6 +172,25 @@ def test_members_that_differ_only_after_stage3_share_it(tmp_path):
     assert timings[second.run.name]["stage3"] < timings[first.run.name]["stage3"]
 
 
+def test_a_finished_member_lends_its_stages_to_a_later_run_that_does_not_select_it(tmp_path):
+    """One member run alone, then, in the same directory, only the member that shares its
+    stage 2 and 3: those are hard links to the first member's, which is not touched."""
+    file = _write_sweep(tmp_path / "views.py", {"predict_views": [1, 8]})
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(file), "--size", "tiny", "--out", str(out), "--members", "predict_views=1,*"]) == 0
+    before = _timings(out)
+    assert main(["sweep", str(file), "--size", "tiny", "--out", str(out), "--members", "predict_views=8,*"]) == 0
+    after = _timings(out)
+    assert after["predict_views=1,seed=0"] == before["predict_views=1,seed=0"]
+    for stage in ("stage2", "stage3"):
+        taken = [f for f in (out / "runs" / "predict_views=8,seed=0" / "checkpoints" / stage).rglob("*")
+                 if f.is_file()]
+        assert taken and all(f.stat().st_nlink == 2 for f in taken)
+        assert after["predict_views=8,seed=0"][stage] < after["predict_views=1,seed=0"][stage]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["member"] for row in rows] == ["predict_views=1,seed=0", "predict_views=8,seed=0"]
+
+
 @pytest.mark.parametrize("stage", ["stage2", "stage3"])
 @pytest.mark.parametrize("schedule, warmup, shared", [("constant", 0, True), ("constant", 2, True),
                                                        ("constant", 3, False), ("cosine", 0, False)])
