@@ -135,7 +135,9 @@ class Stage3Config(TrainingConfig):
     # Steps over which the anchor's weight falls linearly to 0 (0: held for the whole stage):
     # the pseudo labels steer only the start of stage 3.
     anchor_fade: int = _field(0, NON_NEGATIVE)
-    cutmix: float = _field(0.0, FRACTION)  # probability a student crop gets a box of the next crop pasted in
+    # Probability a student crop gets a box of the next crop pasted in, with the teacher's
+    # labels: it undoes most of the drift the pseudo labels carry (README, "What mattered").
+    cutmix: float = _field(0.5, FRACTION)
     # Dihedral views the teacher's probabilities are averaged over when it labels a crop (test-time augmentation).
     teacher_views: int = _field(1, Range(low=1, high=8))
 

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "check_self_correction.py"
 
 
@@ -51,17 +53,18 @@ def test_checks_pass_and_fail_where_the_figures_say(tmp_path):
     assert not composite["no class of the pseudo labels vanishes in stage 3"]
 
 
-def test_stopping_check_takes_the_next_scored_duration_and_costs_it(tmp_path):
+@pytest.mark.parametrize("baseline", ["default", "no_cutmix"])
+def test_stopping_check_takes_the_next_scored_duration_and_costs_it(tmp_path, baseline):
     tool = _tool(TOOL.parent / "check_stage3_stopping.py")
-    durations = {"stage3_600": (0.70, None), "default": (0.74, None), "stage3_1800": (0.75, None),
-                 "stage3_2400": (0.73, 900)}
+    prefix = "stage3_" if baseline == "default" else f"{baseline}_stage3_"
+    durations = {f"{prefix}600": (0.70, None), baseline: (0.74, None), f"{prefix}1800": (0.75, None),
+                 f"{prefix}2400": (0.73, 900)}
+    others = {"no_guard": (0.9, 1200), "other_stage3_600": (0.9, None)}  # neither is a duration of the baseline
     rows = [{"member": f"m,{variant}", "volume": "magnesium", "variant": variant, "seed": 0,
              "stage3.miou": miou, "stage3.levelled_off": levelled}
-            for variant, (miou, levelled) in durations.items()]
-    rows.append({"member": "m,no_guard", "volume": "magnesium", "variant": "no_guard", "seed": 0,
-                 "stage3.miou": 0.9, "stage3.levelled_off": 1200})
+            for variant, (miou, levelled) in {**durations, **others}.items()]
     (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
-    (point,) = tool.stopping_points([tmp_path])
-    assert point["miou"] == {600: 0.70, 1200: 0.74, 1800: 0.75, 2400: 0.73}  # not no_guard's 0.9
+    (point,) = tool.stopping_points([tmp_path], baseline)
+    assert point["miou"] == {600: 0.70, 1200: 0.74, 1800: 0.75, 2400: 0.73}
     assert (point["best"], point["picked"]) == (1800, 1200)  # the rule's 900 is not scored: the next one is
     assert abs(point["against_best"] + 0.01) < 1e-12 and point["against_default"] == 0.0
