@@ -370,7 +370,7 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
     carried = prior_rows(sweep, size, prior)
     chosen = select(sweep, members)
     todo = dataclasses.replace(chosen, members=tuple(m for m in chosen.members if m.name not in carried))
-    # Finished members of this directory lend their work to the chosen ones, chosen or not.
+    # A finished member of this directory lends what it saved, whether this run chose it or not.
     volumes = {m.volume for m in todo.members}
     finished = [m for m in sweep.members if m not in todo.members and m.volume in volumes
                 and rundir.RunDir(out / "runs" / m.name).finished]
