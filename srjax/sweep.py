@@ -370,12 +370,14 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
     carried = prior_rows(sweep, size, prior)
     chosen = select(sweep, members)
     todo = dataclasses.replace(chosen, members=tuple(m for m in chosen.members if m.name not in carried))
-    # A finished member of this directory lends what it saved, whether this run chose it or not.
+    # A finished member of this directory lends what it saved, whether this run chose it or
+    # not; it is only read, never opened as a run.
     volumes = {m.volume for m in todo.members}
-    finished = [m for m in sweep.members if m not in todo.members and m.volume in volumes
-                and rundir.RunDir(out / "runs" / m.name).finished]
-    saved = {m.name: {stage: train.saved_steps(rundir.RunDir(out / "runs" / m.name).checkpoints(stage))
-                      for stage in ("stage2", "stage3")} for m in finished}
+    others = {m: rundir.RunDir(out / "runs" / m.name) for m in sweep.members
+              if m not in todo.members and m.volume in volumes}
+    finished = {m: run for m, run in others.items() if run.finished}
+    saved = {m.name: {stage: train.saved_steps(run.checkpoints(stage)) for stage in ("stage2", "stage3")}
+             for m, run in finished.items()}
     if populations is None:
         populations = jax.default_backend() != "cpu"
     with contextlib.ExitStack() as held:
@@ -397,6 +399,8 @@ def run_sweep(sweep: Sweep, out: str | Path, size: str, source: str = "", *, sha
         runs = []
         planning = dataclasses.replace(todo, members=todo.members + tuple(finished))
         for planned in plan(planning, out, depths, share, saved):
+            if planned.member in finished:
+                continue
             volume, truth = paths[planned.member.volume]
             ctx = held.enter_context(pipeline.opened_run(volume, planned.run, planned.config, truth, preset=size,
                                                          progress=False))
