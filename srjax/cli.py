@@ -240,6 +240,43 @@ def cmd_predict(args) -> None:
         print(f"labels in {args.out}/NAME/labels.ome.zarr, confidence in {args.out}/NAME/confidence.ome.zarr")
 
 
+def cmd_quantify(args) -> None:
+    from srjax.analysis.quantify import quantify, summary_table
+
+    record = quantify(args.labels, args.cls, args.out, args.connectivity, args.min_voxels, args.voxel_size,
+                      args.unit, args.overwrite, min_overlap=args.min_overlap, near=None if args.no_graphs else args.near)
+    for step in record["steps"]:
+        print(f"class {step['class']}, time {step['time']}")
+        print(summary_table(step, record["unit"]))
+    series = ", links.csv, events.csv, trajectories.png" if len(args.labels) > 1 else ""
+    graphs = "" if args.no_graphs else ", graphs"
+    print(f"outputs in {args.out}: features.csv, features.parquet, instances, sizes.png{series}{graphs}, summary.md, "
+          "summary.json")
+
+
+def cmd_query(args) -> None:
+    from srjax.analysis import tables
+    from srjax.analysis.query import query
+
+    table = tables.read(args.features)
+    picked = query(table, args.expression, args.top, args.by, args.ascending)
+    columns = args.columns.split(",") if args.columns else list(table)
+    for column in columns:
+        if column not in table:
+            raise SrjaxError(f"--columns: no column {column!r}; the columns are {', '.join(table)}")
+    print("\t".join(columns))
+    for row in tables.rows({c: table[c] for c in columns}, picked):
+        print("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
+    sys.stdout.flush()
+    print(f"{len(picked)} of {len(table['id'])} features", file=sys.stderr)
+
+
+def _connectivity(text: str) -> int:
+    if text not in ("6", "18", "26"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 6, 18 or 26")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from srjax.presets import PRESETS, RECIPES
 
@@ -357,6 +394,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", metavar="DIR", help="print what each member of the sweep in DIR has done, and stop")
     add_processes(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("quantify", help="every 3-D feature of a class: counted, measured, an instance image",
+                       description="Label the connected components of class C in each label volume (out of core, "
+                       "slab by slab) and measure each: voxels, volume, centroid, bounding box, principal axes, "
+                       "equivalent diameter. Several volumes are a time series, in the order given.")
+    p.add_argument("labels", nargs="+", metavar="LABELS",
+                   help="label volume(s): a run's labels.ome.zarr or any integer " + volume_help)
+    p.add_argument("--class", dest="cls", type=int, nargs="+", required=True, metavar="C",
+                   help="the class id(s) whose features to count, each on its own")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--min-voxels", type=int, default=1, metavar="N", help="leave out features smaller than N voxels")
+    p.add_argument("--connectivity", type=_connectivity, default=6,
+                   help="6 (faces, default, as scipy.ndimage.label), 18 (and edges) or 26 (and corners)")
+    p.add_argument("--near", type=float, default=2.0, metavar="D",
+                   help="scene graphs join features whose bounding boxes come within D (physical units; default 2)")
+    p.add_argument("--no-graphs", action="store_true", help="write no scene graphs")
+    p.add_argument("--min-overlap", type=int, default=1, metavar="N",
+                   help="a series: link features of consecutive steps that share at least N voxels (default 1)")
+    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the volume's, if recorded)")
+    p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    p.set_defaults(func=cmd_quantify)
+
+    p = sub.add_parser("query", help="features of a quantify table that match a condition, e.g. the largest",
+                       description="Print the features where EXPRESSION holds (columns, numbers, comparisons, "
+                       "and/or/not, arithmetic), e.g. srjax query DIR \"volume > 1000 and time == 25\" --top 5 "
+                       "--by volume")
+    p.add_argument("features", help="a quantify output directory, or its features.csv / features.parquet")
+    p.add_argument("expression", nargs="?", help="the condition (default: every feature)")
+    p.add_argument("--top", type=int, metavar="N", help="at most N features")
+    p.add_argument("--by", metavar="COLUMN", help="order by this column, largest first")
+    p.add_argument("--ascending", action="store_true", help="with --by: smallest first")
+    p.add_argument("--columns", metavar="A,B,...", help="columns to print (default: all)")
+    p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("phantom", help="write a synthetic SR-CT volume and its ground truth")
     p.add_argument("out", help="output directory (volume.ome.zarr, truth.ome.zarr)")

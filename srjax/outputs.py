@@ -66,13 +66,21 @@ def atomic_path(path: str | Path):
         remove(tmp)
 
 
+# Where an output srjax wrote says so: an OME-Zarr's attributes, a quantify or sample directory's summary.
+SIGNED_FILES = (".zattrs", "summary.json")
+
+
 def written_by_srjax(path: Path) -> bool:
-    """Whether ``path`` is an OME-Zarr srjax wrote (its attributes say so)."""
-    try:
-        attributes = json.loads((path / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(attributes.get("srjax"), dict) and "written_by" in attributes["srjax"]
+    """Whether ``path`` is an output srjax wrote (one of its ``SIGNED_FILES`` says so)."""
+    for name in SIGNED_FILES:
+        try:
+            attributes = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(attributes, dict) and isinstance(attributes.get("srjax"), dict) \
+                and "written_by" in attributes["srjax"]:
+            return True
+    return False
 
 
 def _inside(path: Path, other: Path) -> bool:

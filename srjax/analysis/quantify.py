@@ -1,0 +1,230 @@
+"""``srjax quantify``: every feature of a class, counted and measured, out of core.
+
+One label volume, or several in time order: for each, the class's 3-D connected
+components (``components``), a row of measurements per feature (``features``), an
+OME-Zarr instance-label image, and a summary like the talk's (count, average major
+axis, average volume, volume fraction; in voxels and in physical units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from srjax import __version__
+from srjax.analysis import components as cc
+from srjax.analysis import graphs, tables, tracking
+from srjax.analysis.features import table as feature_table
+from srjax.errors import SrjaxError
+from srjax.outputs import absolute, atomic_path, claim_output, write_json
+from srjax.sources import Source, open_source, voxel_size_and_unit
+
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One class at one time step: its features and the numbers behind its summary."""
+
+    time: int
+    cls: int
+    features: tables.Table
+    voxels: int
+    class_voxels: dict
+    components: cc.Components
+
+
+def open_labels(path, name: str = "labels") -> Source:
+    source = open_source(path, name)
+    if source.dtype.kind not in "ui":
+        raise SrjaxError(f"{name} {path} has dtype {source.dtype}; srjax quantify needs integer labels "
+                         "(a run's labels.ome.zarr, or any integer label volume)")
+    return source
+
+
+def check_series(sources: list[Source]) -> None:
+    shapes = {source.shape for source in sources}
+    if len(shapes) > 1:
+        raise SrjaxError(f"the label volumes have different shapes {sorted(shapes)}; a time series needs one shape")
+
+
+def instances_path(root: Path, cls: int, time: int) -> Path:
+    return root / "instances" / f"class{cls}" / f"t{time:04d}.ome.zarr"
+
+
+def measure(source: Source, cls: int, time: int, connectivity: int, min_voxels: int, voxel_size,
+            instances: Path | None = None, unit: str | None = None, progress: bool = False) -> Step:
+    """Components, features and (to ``instances``) the instance image of class ``cls`` of one volume."""
+    found = cc.label_components(source, cls, connectivity, progress=progress)
+    if not found.values.get(cls, 0):
+        present = ", ".join(str(v) for v in found.values)
+        raise SrjaxError(f"{source.name} has no voxel of class {cls} (its values: {present}); "
+                         "pick --class from those")
+    features = feature_table(found.sums, source.shape, voxel_size)
+    keep = features["voxels"] >= min_voxels
+    count = int(keep.sum())
+    features = {"time": np.full(count, time, np.int64), "class_id": np.full(count, cls, np.int64),
+                **{k: v[keep] for k, v in features.items()}}
+    if instances is not None:
+        instances.parent.mkdir(parents=True, exist_ok=True)
+        cc.write_instances(found, source, instances, voxel_size, unit, progress=progress, keep=keep)
+    return Step(time, cls, features, int(np.prod(source.shape)), found.values, found)
+
+
+def summarise(step: Step) -> dict:
+    f, count = step.features, len(step.features["id"])
+    mean = (lambda column: float(f[column].mean()) if count else 0.0)  # noqa: E731
+    return {
+        "time": step.time, "class": step.cls, "count": count,
+        "average_major_axis_voxels": mean("major_axis_voxels"),
+        "average_major_axis": mean("major_axis"),
+        "average_volume_voxels": mean("voxels"),
+        "average_volume": mean("volume"),
+        "volume_fraction": step.class_voxels.get(step.cls, 0) / step.voxels,
+        "volume_quantiles": dict(zip(("min", "p25", "median", "p75", "max"),
+                                     np.quantile(f["volume"], [0, 0.25, 0.5, 0.75, 1]).tolist()))
+        if count else None,
+    }
+
+
+def summary_table(summary: dict, unit: str | None) -> str:
+    """The talk's table: each number in voxels and in physical units."""
+    length = unit or "voxel"
+    rows = [
+        ("Count", f"{summary['count']:,}", f"{summary['count']:,}"),
+        ("Average major axis", f"{summary['average_major_axis_voxels']:.3f} voxels",
+         f"{summary['average_major_axis']:.4g} {length}"),
+        ("Average volume", f"{summary['average_volume_voxels']:.3f} voxels",
+         f"{summary['average_volume']:.4g} {length}^3"),
+        ("Volume fraction", f"{100 * summary['volume_fraction']:.2f} %", f"{100 * summary['volume_fraction']:.2f} %"),
+    ]
+    lines = ["| Feature | Value (voxels) | Value (physical) |", "|---|---:|---:|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def size_figure(features: tables.Table, path: Path, unit: str | None, title: str) -> None:
+    from srjax.report import plt, save_figure
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    length = unit or "voxel"
+    for ax, (column, label) in zip(axes, (("volume", f"volume ({length}³)"), ("major_axis", f"major axis ({length})"),
+                                          ("equivalent_diameter", f"equivalent diameter ({length})"))):
+        values = features[column][features[column] > 0]
+        if len(values):
+            bins = np.geomspace(values.min(), values.max() * 1.0001, 40) if values.max() > values.min() else 10
+            ax.hist(values, bins=bins, color="#3b6ea5")
+            ax.set_xscale("log" if values.max() > values.min() else "linear")
+        ax.set_xlabel(label)
+        ax.set_ylabel("features")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def follow(sources: list[Source], classes: list[int], features: tables.Table, root: Path, min_overlap: int):
+    """Register consecutive scans, link each class's features across them, and add a
+    ``track`` column to ``features``; returns the displacements, links and events tables."""
+    moved = [tracking.displacement(a, b) for a, b in zip(sources, sources[1:])]
+    features["track"] = np.zeros(len(features["id"]), np.int64)
+    links = {name: [] for name in ("time", "class_id", "id", "next_id", "overlap")}
+    events = {name: [] for name in ("time", "class_id", "event", "before", "after")}
+    for c in classes:
+        instances = [open_source(instances_path(root, c, t), "instances") for t in range(len(sources))]
+        overlaps = {t: tracking.overlaps(instances[t], instances[t + 1], moved[t]) for t in range(len(sources) - 1)}
+        rows = np.flatnonzero(features["class_id"] == c)
+        track, found = tracking.link({k: v[rows] for k, v in features.items()}, overlaps, min_overlap)
+        features["track"][rows] = track
+        for t, pairs in overlaps.items():
+            for (a, b), count in sorted(pairs.items()):
+                for name, value in zip(links, (t, c, a, b, count)):
+                    links[name].append(value)
+        for time, event, before, after in found:
+            for name, value in zip(events, (time, c, event, " ".join(map(str, before)), " ".join(map(str, after)))):
+                events[name].append(value)
+    return moved, {k: np.asarray(v, np.int64) for k, v in links.items()}, {k: np.asarray(v) for k, v in events.items()}
+
+
+def write_graphs(features: tables.Table, links, near: float, voxel_size, root: Path) -> None:
+    """A scene graph per time step, and (for a series) the spatiotemporal graph of them all."""
+    root.mkdir()
+    steps = []
+    for time in sorted(set(features["time"].tolist())):
+        rows = features["time"] == time
+        steps.append(graphs.step_graph({k: v[rows] for k, v in features.items()}, near, voxel_size))
+        graphs.write(steps[-1], root / f"t{time:04d}")
+    if links is not None:
+        graphs.write(graphs.spatiotemporal_graph(steps, links), root / "spatiotemporal")
+
+
+def trajectory_figure(features: tables.Table, path: Path, unit: str | None, most: int = 12) -> None:
+    """Volume against time of each class's ``most`` largest tracks."""
+    from srjax.report import plt, save_figure
+
+    classes = sorted(set(features["class_id"].tolist()))
+    fig, axes = plt.subplots(1, len(classes), figsize=(4.5 * len(classes), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], classes):
+        rows = features["class_id"] == c
+        tracks, volumes = features["track"][rows], features["volume"][rows]
+        largest = sorted(set(tracks.tolist()), key=lambda t: -volumes[tracks == t].max())[:most]
+        for t in largest:
+            on = tracks == t
+            ax.plot(features["time"][rows][on], volumes[on], marker="o", ms=3, label=f"track {t}")
+        ax.set_title(f"class {c}: {len(set(tracks.tolist()))} tracks")
+        ax.set_xlabel("time step")
+        ax.set_ylabel(f"volume ({unit or 'voxel'}³)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int = 1, voxel_size=None,
+             unit: str | None = None, overwrite: bool = False, progress: bool = True, min_overlap: int = 1,
+             near: float | None = None) -> dict:
+    """Quantify each class of ``classes`` in each label volume of ``paths`` (time order) into
+    ``out``; several volumes are also registered and their features tracked. Scene graphs
+    join features within ``near`` (physical units; None: no graphs)."""
+    classes = sorted({int(c) for c in np.atleast_1d(classes)})
+    cc.structure(connectivity)
+    if min_voxels < 1:
+        raise SrjaxError(f"--min-voxels {min_voxels} is below 1; every feature has at least one voxel")
+    sources = [open_labels(path) for path in paths]
+    check_series(sources)
+    for c in classes:
+        if c < 0 or c > np.iinfo(sources[0].dtype).max:
+            raise SrjaxError(f"--class {c} cannot occur in {sources[0].name} (dtype {sources[0].dtype})")
+    size, unit = voxel_size_and_unit(sources[0], voxel_size, unit)
+    out = absolute(out)
+    with claim_output(out, {f"labels {i}": absolute(p) for i, p in enumerate(paths)}, overwrite), \
+            atomic_path(out) as tmp:
+        tmp.mkdir()
+        steps = [measure(source, c, time, connectivity, min_voxels, size, instances_path(tmp, c, time), unit,
+                         progress)
+                 for time, source in enumerate(sources) for c in classes]
+        features = tables.concatenate([step.features for step in steps])
+        moved = []
+        if len(sources) > 1:
+            moved, links, events = follow(sources, classes, features, tmp, min_overlap)
+            tables.write(links, tmp / "links.csv")
+            tables.write(events, tmp / "events.csv")
+            trajectory_figure(features, tmp / "trajectories.png", unit)
+        tables.write(features, tmp / "features.csv")
+        tables.write(features, tmp / "features.parquet")
+        if near is not None:
+            write_graphs(features, links if len(sources) > 1 else None, near, size, tmp / "graphs")
+        summaries = [summarise(step) for step in steps]
+        size_figure(features, tmp / "sizes.png", unit, f"feature sizes of {sources[0].name}"
+                    + (f" and {len(sources) - 1} later volumes" if len(sources) > 1 else ""))
+        record = {
+            "srjax": {"written_by": f"srjax {__version__}", "command": "quantify"},
+            "labels": [str(absolute(p)) for p in paths], "classes": classes, "connectivity": connectivity,
+            "min_voxels": min_voxels, "near": near, "voxel_size": size, "unit": unit, "shape": list(sources[0].shape),
+            "class_fractions": [{str(c): n / step.voxels for c, n in step.class_voxels.items()}
+                                for step in steps if step.cls == classes[0]],
+            "steps": summaries,
+            "displacements": [m.tolist() for m in moved],
+        }
+        write_json(tmp / SUMMARY, record)
+        (tmp / "summary.md").write_text("\n\n".join(
+            f"## class {s['class']}, time {s['time']}\n\n{summary_table(s, unit)}" for s in summaries) + "\n")
+    return record

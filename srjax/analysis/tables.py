@@ -1,0 +1,51 @@
+"""Feature tables on disk: CSV for people and spreadsheets, Parquet for programs.
+
+A table is a dict of equal-length numpy columns. Both files are written under a
+temporary name and renamed into place; either can be read back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from srjax.errors import SrjaxError
+from srjax.outputs import atomic_path
+
+Table = dict[str, np.ndarray]
+
+
+def concatenate(tables: list[Table]) -> Table:
+    return {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
+
+
+def write(table: Table, path: Path) -> None:
+    """``path`` with suffix .csv or .parquet."""
+    arrow = pa.table({name: pa.array(column) for name, column in table.items()})
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            pq.write_table(arrow, tmp)
+        else:
+            pa_csv.write_csv(arrow, tmp)
+
+
+def read(path: str | Path) -> Table:
+    path = Path(path)
+    if not path.exists():
+        raise SrjaxError(f"feature table {path} does not exist; make one with `srjax quantify`")
+    if path.is_dir():
+        path = path / "features.parquet"
+    try:
+        arrow = pq.read_table(path) if path.suffix == ".parquet" else pa_csv.read_csv(path)
+    except (pa.ArrowException, OSError) as err:
+        raise SrjaxError(f"feature table {path} cannot be read: {str(err).splitlines()[0]}") from None
+    return {name: arrow.column(name).to_numpy() for name in arrow.column_names}
+
+
+def rows(table: Table, order: np.ndarray | None = None) -> list[dict]:
+    order = np.arange(len(next(iter(table.values())))) if order is None else order
+    return [{name: column[i].item() for name, column in table.items()} for i in order]

@@ -1,0 +1,110 @@
+"""Blockwise components and features against scipy.ndimage.label and skimage's regionprops."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.measure import regionprops
+
+from srjax.analysis.components import face_pairs, label_components, structure
+from srjax.analysis.features import table
+
+
+def blobs(shape, fraction, seed, smooth=1.5):
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.random(shape), smooth)
+    labels = np.zeros(shape, np.uint8)
+    labels[field > np.quantile(field, 1 - fraction)] = 2
+    labels[field < np.quantile(field, 0.2)] = 1
+    return labels
+
+
+def scipy_ids(labels, cls, connectivity):
+    ids, _ = ndimage.label(labels == cls, structure(connectivity))
+    return ids
+
+
+def ids_of(components, labels):
+    out = np.zeros(labels.shape, np.int64)
+    for index, (z0, z1) in enumerate(components.slabs):
+        local, _ = ndimage.label(np.isin(labels[z0:z1], components.selected), structure(components.connectivity))
+        out[z0:z1] = components.slab_ids(index, local)
+    return out
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("slab", [1, 3, 7])
+def test_components_equal_scipys_ids(connectivity, slab):
+    labels = blobs((23, 31, 29), 0.3, seed=connectivity + slab)
+    components = label_components(labels, 2, connectivity, slab=slab)
+    expected = scipy_ids(labels, 2, connectivity)
+    assert components.count == expected.max()
+    np.testing.assert_array_equal(ids_of(components, labels), expected)
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_touching_only_at_an_edge_or_a_corner_across_slabs(connectivity):
+    labels = np.zeros((4, 7, 7), np.uint8)
+    labels[1, 1, 1] = labels[2, 2, 2] = 1  # corner across the face between slabs 1 and 2
+    labels[1, 5, 1] = labels[2, 5, 2] = 1  # edge
+    labels[1, 1, 5] = labels[2, 1, 5] = 1  # face
+    components = label_components(labels, 1, connectivity, slab=2)
+    expected = {6: 5, 18: 4, 26: 3}[connectivity]
+    assert components.count == scipy_ids(labels, 1, connectivity).max() == expected
+    np.testing.assert_array_equal(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
+
+
+def test_a_component_winding_through_every_slab():
+    labels = np.zeros((12, 9, 9), np.uint8)
+    for z in range(12):  # a helix that leaves and re-enters each slab's face at another place
+        labels[z, 4 + int(3 * np.cos(z)), 4 + int(3 * np.sin(z))] = 1
+    labels[:, 0, 0] = 1
+    labels[11, 0, 1:] = 1
+    for connectivity in (6, 26):
+        components = label_components(labels, 1, connectivity, slab=1)
+        np.testing.assert_array_equal(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
+
+
+def test_face_pairs_of_six_connectivity_are_straight_below():
+    upper = np.array([[1, 0], [0, 2]])
+    lower = np.array([[3, 4], [0, 5]])
+    assert face_pairs(upper, lower, 6).tolist() == [[1, 3], [2, 5]]
+    assert face_pairs(upper, lower, 26).tolist() == [[1, 3], [1, 4], [1, 5], [2, 3], [2, 4], [2, 5]]
+
+
+def test_no_voxel_of_the_class():
+    components = label_components(np.zeros((3, 4, 4), np.uint8), 1, slab=1)
+    assert components.count == 0 and len(components.sums) == 0 and components.values == {0: 48}
+    assert len(table(components.sums, (3, 4, 4))["id"]) == 0
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.75)])
+def test_features_equal_regionprops(spacing):
+    labels = blobs((20, 40, 36), 0.25, seed=3, smooth=2.0)
+    components = label_components(labels, 2, 26, slab=4)
+    features = table(components.sums, labels.shape, spacing)
+    plain = table(components.sums, labels.shape)
+    expected = scipy_ids(labels, 2, 26)
+    props = regionprops(expected, spacing=spacing)
+    unit_props = regionprops(expected)
+    assert len(props) == components.count > 10
+    for row, (p, u) in enumerate(zip(props, unit_props)):
+        assert features["id"][row] == p.label
+        assert features["voxels"][row] == u.area
+        np.testing.assert_allclose(features["volume"][row], p.area)
+        np.testing.assert_allclose([features[f"centroid_{a}"][row] for a in "zyx"], u.centroid)
+        assert tuple(features[k][row] for k in ("z0", "y0", "x0", "z1", "y1", "x1")) == u.bbox
+        np.testing.assert_allclose(features["major_axis"][row], p.axis_major_length, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(features["minor_axis"][row], p.axis_minor_length, rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(plain["major_axis_voxels"][row], u.axis_major_length, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(features["equivalent_diameter"][row], p.equivalent_diameter_area)
+    touching = [bool(min(p.bbox[:3]) == 0 or any(hi == n for hi, n in zip(p.bbox[3:], labels.shape)))
+                for p in unit_props]
+    assert features["touches_surface"].tolist() == touching
+
+
+def test_major_axis_direction_of_a_rod():
+    labels = np.zeros((9, 30, 9), np.uint8)
+    labels[3:6, 2:28, 3:6] = 1
+    features = table(label_components(labels, 1).sums, labels.shape, (1.0, 1.0, 1.0))
+    np.testing.assert_allclose([features["axis_z"][0], features["axis_y"][0], features["axis_x"][0]], [0, 1, 0],
+                               atol=1e-9)
