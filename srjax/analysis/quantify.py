@@ -31,8 +31,6 @@ class Step:
     time: int
     cls: int
     features: tables.Table
-    voxels: int
-    class_voxels: dict
     components: cc.Components
 
 
@@ -54,23 +52,24 @@ def instances_path(root: Path, cls: int, time: int) -> Path:
     return root / "instances" / f"class{cls}" / f"t{time:04d}.ome.zarr"
 
 
-def measure(source: Source, cls: int, time: int, connectivity: int, min_voxels: int, voxel_size,
-            instances: Path | None = None, unit: str | None = None, progress: bool = False) -> Step:
-    """Components, features and (to ``instances``) the instance image of class ``cls`` of one volume."""
-    found = cc.label_components(source, cls, connectivity, progress=progress)
-    if not found.values.get(cls, 0):
-        present = ", ".join(str(v) for v in found.values)
-        raise SrjaxError(f"{source.name} has no voxel of class {cls} (its values: {present}); "
-                         "pick --class from those")
-    features = feature_table(found.sums, source.shape, voxel_size)
+def measure(labels, name: str, cls: int, time: int, connectivity: int, min_voxels: int, voxel_size,
+            instances: Path | None = None, unit: str | None = None, progress: bool = False,
+            workers: cc.Workers | None = None) -> Step:
+    """Components, features and (to ``instances``) the instance image of class ``cls`` of
+    one volume, ``labels`` (a path, or anything ``components`` reads), called ``name``."""
+    found = cc.label_components(labels, cls, connectivity, progress=progress, workers=workers)
+    if not found.voxels:
+        present = ", ".join(str(v) for v in cc.values_present(labels))
+        raise SrjaxError(f"{name} has no voxel of class {cls} (its values: {present}); pick --class from those")
+    features = feature_table(found.sums, found.shape, voxel_size)
     keep = features["voxels"] >= min_voxels
     count = int(keep.sum())
     features = {"time": np.full(count, time, np.int64), "class_id": np.full(count, cls, np.int64),
                 **{k: v[keep] for k, v in features.items()}}
     if instances is not None:
         instances.parent.mkdir(parents=True, exist_ok=True)
-        cc.write_instances(found, source, instances, voxel_size, unit, progress=progress, keep=keep)
-    return Step(time, cls, features, int(np.prod(source.shape)), found.values, found)
+        cc.write_instances(found, labels, instances, voxel_size, unit, progress=progress, keep=keep, workers=workers)
+    return Step(time, cls, features, found)
 
 
 def summarise(step: Step) -> dict:
@@ -82,7 +81,7 @@ def summarise(step: Step) -> dict:
         "average_major_axis": mean("major_axis"),
         "average_volume_voxels": mean("voxels"),
         "average_volume": mean("volume"),
-        "volume_fraction": step.class_voxels.get(step.cls, 0) / step.voxels,
+        "volume_fraction": step.components.voxels / float(np.prod(step.components.shape)),
         "volume_quantiles": dict(zip(("min", "p25", "median", "p75", "max"),
                                      np.quantile(f["volume"], [0, 0.25, 0.5, 0.75, 1]).tolist()))
         if count else None,
@@ -180,7 +179,7 @@ def trajectory_figure(features: tables.Table, path: Path, unit: str | None, most
 
 def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int = 1, voxel_size=None,
              unit: str | None = None, overwrite: bool = False, progress: bool = True, min_overlap: int = 1,
-             near: float | None = None) -> dict:
+             near: float | None = None, workers: int | None = None) -> dict:
     """Quantify each class of ``classes`` in each label volume of ``paths`` (time order) into
     ``out``; several volumes are also registered and their features tracked. Scene graphs
     join features within ``near`` (physical units; None: no graphs)."""
@@ -196,11 +195,11 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
     size, unit = voxel_size_and_unit(sources[0], voxel_size, unit)
     out = absolute(out)
     with claim_output(out, {f"labels {i}": absolute(p) for i, p in enumerate(paths)}, overwrite), \
-            atomic_path(out) as tmp:
+            atomic_path(out) as tmp, cc.Workers(workers) as pool:
         tmp.mkdir()
-        steps = [measure(source, c, time, connectivity, min_voxels, size, instances_path(tmp, c, time), unit,
-                         progress)
-                 for time, source in enumerate(sources) for c in classes]
+        steps = [measure(str(absolute(path)), source.name, c, time, connectivity, min_voxels, size,
+                         instances_path(tmp, c, time), unit, progress, pool)
+                 for time, (path, source) in enumerate(zip(paths, sources)) for c in classes]
         features = tables.concatenate([step.features for step in steps])
         moved = []
         if len(sources) > 1:
@@ -219,8 +218,6 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
             "srjax": {"written_by": f"srjax {__version__}", "command": "quantify"},
             "labels": [str(absolute(p)) for p in paths], "classes": classes, "connectivity": connectivity,
             "min_voxels": min_voxels, "near": near, "voxel_size": size, "unit": unit, "shape": list(sources[0].shape),
-            "class_fractions": [{str(c): n / step.voxels for c, n in step.class_voxels.items()}
-                                for step in steps if step.cls == classes[0]],
             "steps": summaries,
             "displacements": [m.tolist() for m in moved],
         }
