@@ -94,6 +94,10 @@ def cmd_phantom(args) -> None:
     from srjax.outputs import absolute, claim_output
     from srjax.phantom import family, make_phantom
 
+    if args.family == "corrosion":
+        return _series_phantom(args)
+    if args.steps is not None:
+        raise SrjaxError(f"--steps is for the 4-D family corrosion; {args.family} is one volume")
     out = absolute(args.out)
     paths = [out / "volume.ome.zarr", out / "truth.ome.zarr"]
     spec = dataclasses.replace(family(args.family, args.shape, args.seed), fbp=args.fbp)
@@ -102,6 +106,34 @@ def cmd_phantom(args) -> None:
         for path, array in zip(paths, (volume, truth)):
             io.write_volume(path, array, name=f"phantom {path.name.split('.')[0]}")
     print(f"wrote {paths[0]} and {paths[1]}, shape {tuple(args.shape)}")
+
+
+def _series_phantom(args) -> None:
+    import dataclasses
+
+    from srjax import io
+    from srjax.outputs import absolute, atomic_path, claim_output, write_json
+    from srjax.phantom4d import CLASS_NAMES, SeriesSpec, make_series, truth_events
+
+    spec = SeriesSpec(shape=args.shape, steps=args.steps or SeriesSpec.steps, seed=args.seed)
+    try:
+        series = make_series(spec)
+    except ValueError as err:
+        raise SrjaxError(f"--shape {args.shape}: {err}") from None
+    out = absolute(args.out)
+    with claim_output(out, {}, args.overwrite), atomic_path(out) as tmp:
+        for t in range(spec.steps):
+            for name, array, labels in (("volume", series.volumes[t], None), ("truth", series.labels[t], CLASS_NAMES),
+                                        ("objects", series.objects[t], None)):
+                io.write_volume(tmp / f"t{t:04d}" / f"{name}.ome.zarr", array, name=f"corrosion {name} t{t}",
+                                labels=None if labels is None else list(labels))
+        write_json(tmp / "summary.json", {
+            "srjax": {"written_by": f"srjax {__version__}", "command": "phantom"},
+            "spec": dataclasses.asdict(spec), "classes": list(CLASS_NAMES), "shifts": series.shifts.tolist(),
+            "crack_lengths": list(series.crack_lengths), "objects": [dataclasses.asdict(b) for b in series.balls],
+            "events": {name: truth_events(series, c) for c, name in enumerate(CLASS_NAMES) if c}})
+    print(f"wrote {spec.steps} time steps to {out}/tNNNN/ (volume, truth, objects .ome.zarr) and summary.json "
+          "(displacements, objects, events)")
 
 
 def cmd_demo(args) -> None:
@@ -435,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--family", default="magnesium",
                    help="the sample: magnesium (drift, thin sheets; the demo), composite (well separated phases), "
-                   "cupping (composite with beam hardening), rock (a rare bright mineral, cracks)")
+                   "cupping (composite with beam hardening), rock (a rare bright mineral, cracks); or corrosion, "
+                   "a 4-D series (pores that appear, grow and merge, a growing crack, a moving sample)")
+    p.add_argument("--steps", type=int, help="corrosion: time steps (default 6)")
     p.add_argument("--fbp", action="store_true", help="streaks and rings by projection and filtered back-projection")
     p.add_argument("--overwrite", action="store_true", help="replace a phantom srjax wrote there")
     p.set_defaults(func=cmd_phantom)
