@@ -303,6 +303,20 @@ def cmd_query(args) -> None:
     print(f"{len(picked)} of {len(table['id'])} features", file=sys.stderr)
 
 
+def cmd_sample(args) -> None:
+    from srjax.analysis.sample import Choice, comparison_table, sample
+
+    record = sample(args.volumes, args.out, args.budget, args.method, args.seed, args.run, args.tile, args.every,
+                    Choice(args.alpha, args.metric, args.clusters), args.compare, args.alpha_sweep, args.template,
+                    args.overwrite)
+    print(f"{record['tiles']} tiles ({record['embedding']} embeddings, domain signal: {record['signal']}); "
+          f"diversity of each selection, as a ratio to the population:")
+    print(comparison_table(record["scores"]))
+    print(f"outputs in {args.out}: selection.csv, tiles.parquet, contact_sheet.png, scatter.png, summary.json"
+          + (", compare.md" if args.compare else "") + (", alpha.csv, alpha.png" if args.alpha_sweep else "")
+          + (", " + ", ".join(record["templates"]) if args.template else ""))
+
+
 def _connectivity(text: str) -> int:
     if text not in ("6", "18", "26"):
         raise argparse.ArgumentTypeError(f"{text!r} is not 6, 18 or 26")
@@ -426,6 +440,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", metavar="DIR", help="print what each member of the sweep in DIR has done, and stop")
     add_processes(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("sample", help="the tiles most worth labelling: random, TypiClust, ProbCover or DIDS",
+                       description="Choose BUDGET 2-D tiles (or whole slices) of a volume or a time series by "
+                       "diversity sampling, and score each selection's diversity. Embeddings come from --run's "
+                       "own encoder, or from tile statistics without one; a time series adds each tile's "
+                       "displacement between steps as the domain signal DIDS mixes in by --alpha.")
+    p.add_argument("volumes", nargs="+", metavar="VOLUME", help="Zarr/N5/OME-Zarr volume(s); several: a time series")
+    p.add_argument("--budget", type=int, required=True, metavar="N", help="how many tiles to choose")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--method", default="dids", help="random | typiclust | probcover | dids (default)")
+    p.add_argument("--run", help="a finished run on these volumes: its encoder embeds the tiles")
+    p.add_argument("--tile", type=int, default=64, metavar="SIZE", help="tile side in voxels (0: whole slices)")
+    p.add_argument("--every", type=int, default=1, metavar="K", help="tiles from every K-th slice (default 1)")
+    p.add_argument("--alpha", type=float, default=0.85, help="DIDS: weight of embedding distance against the "
+                   "domain signal's (1: embeddings only; default 0.85)")
+    p.add_argument("--metric", default="euclidean", help="DIDS: euclidean (default) or cosine")
+    p.add_argument("--clusters", type=int, help="k-means clusters DIDS allocates picks over (default min(N, 10))")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--compare", action="store_true", help="every method on the same tiles, scored side by side")
+    p.add_argument("--alpha-sweep", action="store_true", help="DIDS at α = 0, 0.1, ..., 1: alpha.png")
+    p.add_argument("--template", action="store_true",
+                   help="write a sparse labels template (the picks from --run's labels, the rest unlabelled)")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("quantify", help="every 3-D feature of a class: counted, measured, an instance image",
                        description="Label the connected components of class C in each label volume (out of core, "

@@ -11,6 +11,8 @@ a zero perturbation to it through ``flax.linen.intercept_methods``.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,21 @@ def _apply(model, params, images, layer: str | None, delta=None):
     with nn.intercept_methods(interceptor):
         logits = model.apply({"params": params}, images, train=False)
     return logits, outputs
+
+
+@functools.lru_cache(maxsize=8)
+def _outputs_of(model, layers: tuple[str, ...]):
+    return jax.jit(lambda params, images: {k: v for k, v in _apply(model, params, images, None)[1].items()
+                                           if k in layers})
+
+
+def module_outputs(model, params, images: np.ndarray, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The outputs of the modules ``layers`` (paths) for a batch of [n, H, W, S] images."""
+    found = _outputs_of(model, tuple(layers))(params, jnp.asarray(images, jnp.float32))
+    missing = set(layers) - set(found)
+    if missing:
+        raise SrjaxError(f"{', '.join(sorted(missing))} is not a feature map of this model")
+    return {name: np.asarray(value, np.float32) for name, value in found.items()}
 
 
 def layer_names(model, params, image_shape) -> list[str]:
