@@ -161,7 +161,7 @@ def cmd_run(args) -> None:
     config = cfg.apply_overrides(_config(args, preset), overrides)
     metrics = run_pipeline(args.volume, args.out, config, truth=args.truth, preset=preset, dataset=args.dataset,
                            truth_dataset=args.truth_dataset, voxel_size=args.voxel_size, unit=args.unit,
-                           fill_missing=args.fill_missing)
+                           fill_missing=args.fill_missing, labels=args.labels)
     if parallel.is_main():
         _print_results(metrics, args.out)
 
@@ -364,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="pseudo-label clusterer (default kmeans)")
     p.add_argument("--mask", help="cluster only inside 'circle' (the reconstruction circle) or a mask volume")
     p.add_argument("--truth", help="ground-truth label volume for scoring")
+    p.add_argument("--labels", help="sparse labels stages 2 and 3 learn: the run's class ids on a few slices or tiles, "
+                   "255 elsewhere (e.g. a template of `srjax sample --template`, corrected)")
     p.add_argument("--dataset", help="HDF5 dataset of the volume (default /exchange/data)")
     p.add_argument("--truth-dataset", help="HDF5 dataset of --truth (default /exchange/data)")
     p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the volume's, if recorded)")

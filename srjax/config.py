@@ -143,6 +143,22 @@ class Stage3Config(TrainingConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class SparseConfig:
+    """A few labelled pixels: given (``srjax run --labels``), or for studies ``oracle_slices``
+    whole slices of the ground truth chosen by ``sampler`` (``srjax sample``'s samplers on
+    tile statistics). Where a pixel is labelled, stages 2 and 3 learn its label with
+    weight ``weight`` (the supervised term of Unbiased Teacher, which the paper drops for
+    want of labels) instead of the pseudo label or the teacher's."""
+
+    weight: float = _field(1.0, NON_NEGATIVE)
+    # Share of each batch's crops centred on a labelled pixel: a few labelled slices are
+    # otherwise seldom in a crop at all.
+    labelled_crops: float = _field(0.25, FRACTION)
+    oracle_slices: int = _field(0, NON_NEGATIVE)
+    sampler: str = _field("dids", choices="sampler")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = _field(0, NON_NEGATIVE)
     checkpoint_every: int = _field(100, COUNT)
@@ -166,6 +182,7 @@ class Config:
     loss: LossConfig = LossConfig()
     stage2: Stage2Config = Stage2Config()
     stage3: Stage3Config = Stage3Config()
+    sparse: SparseConfig = SparseConfig()
 
 
 # Settings that cannot change a run's results: a run directory accepts a rerun that changes them.
@@ -298,11 +315,12 @@ def _choices(kind: str, config: Config) -> tuple[str, ...]:
     from srjax.models import MODEL_NAMES, width_names
     from srjax.optim import OPTIMIZERS, SCHEDULES
     from srjax.predict import PRECISIONS
+    from srjax.analysis.samplers import METHODS as SAMPLERS
     from srjax.pseudo import METHODS
     from srjax.train import STAGE3_METHODS
 
     return {"method": METHODS, "model": MODEL_NAMES, "loss": LOSS_NAMES, "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES, "stage3": tuple(STAGE3_METHODS), "precision": tuple(PRECISIONS),
+            "schedule": SCHEDULES, "stage3": tuple(STAGE3_METHODS), "precision": tuple(PRECISIONS), "sampler": SAMPLERS,
             "width": width_names(config.model.name) if config.model.name in MODEL_NAMES else ()}[kind]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from srjax import io, parallel
 from srjax.config import DataConfig
 from srjax.errors import SrjaxError
+from srjax.sparse import UNLABELLED
 
 
 def context_indices(z: int, num_slices: int, depth: int) -> np.ndarray:
@@ -45,15 +46,31 @@ def class_centred_origin(labels: np.ndarray, crop: int, rng: np.random.Generator
     chosen = rng.choice(np.unique(labels))
     ys, xs = np.nonzero(labels == chosen)
     pick = int(rng.integers(len(ys)))
-    h, w = labels.shape
-    return (int(np.clip(ys[pick] - crop // 2, 0, h - crop)),
-            int(np.clip(xs[pick] - crop // 2, 0, w - crop)))
+    return centred_origin(ys[pick], xs[pick], labels.shape, crop)
+
+
+def centred_origin(y: int, x: int, shape, crop: int) -> tuple[int, int]:
+    """Top-left corner of a ``crop``-square crop centred (as far as the slice allows) on (y, x)."""
+    h, w = shape
+    return int(np.clip(y - crop // 2, 0, h - crop)), int(np.clip(x - crop // 2, 0, w - crop))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sparse:
+    """Sparse labels (``srjax.sparse``): the volume, its labelled slices, and the share of
+    crops centred on a labelled pixel."""
+
+    labels: object
+    slices: tuple[int, ...]
+    share: float
 
 
 @dataclasses.dataclass(frozen=True)
 class CropSampler(grain.transforms.RandomMap):
     """Slice index -> a random square crop of its stack (and of its labels, if given); a
-    ``class_crops`` share of them centred on a voxel of an evenly drawn class."""
+    ``class_crops`` share of them centred on a voxel of an evenly drawn class; with
+    ``sparse`` labels, a ``sparse.share`` of them centred on a labelled pixel instead, and
+    every crop with its sparse labels."""
 
     volume: object
     labels: object
@@ -62,17 +79,26 @@ class CropSampler(grain.transforms.RandomMap):
     low: float
     high: float
     class_crops: float = 0.0
+    sparse: Sparse | None = None
 
     def random_map(self, z, rng: np.random.Generator):
         _, h, w = self.volume.shape
+        z = int(z)
         y0 = int(rng.integers(0, h - self.crop + 1))
         x0 = int(rng.integers(0, w - self.crop + 1))
         if self.labels is not None and self.class_crops and rng.random() < self.class_crops:
-            y0, x0 = class_centred_origin(io.read(self.labels[int(z)], "pseudo labels"), self.crop, rng)
+            y0, x0 = class_centred_origin(io.read(self.labels[z], "pseudo labels"), self.crop, rng)
+        if self.sparse is not None and rng.random() < self.sparse.share:
+            z = int(rng.choice(self.sparse.slices))
+            ys, xs = np.nonzero(io.read(self.sparse.labels[z], "sparse labels") != UNLABELLED)
+            pick = int(rng.integers(len(ys)))
+            y0, x0 = centred_origin(ys[pick], xs[pick], (h, w), self.crop)
         rows, cols = slice(y0, y0 + self.crop), slice(x0, x0 + self.crop)
-        item = {"image": read_stack(self.volume, int(z), self.num_slices, rows, cols, self.low, self.high)}
+        item = {"image": read_stack(self.volume, z, self.num_slices, rows, cols, self.low, self.high)}
         if self.labels is not None:
-            item["label"] = io.read(self.labels[int(z), rows, cols], "pseudo labels").astype(np.int32)
+            item["label"] = io.read(self.labels[z, rows, cols], "pseudo labels").astype(np.int32)
+        if self.sparse is not None:
+            item["sparse"] = io.read(self.sparse.labels[z, rows, cols], "sparse labels").astype(np.int32)
         return item
 
 
@@ -100,13 +126,13 @@ def check_sizes(config: DataConfig, shape, epochs: int, steps: int = 0) -> None:
 
 
 def crop_dataset(volume, labels, config: DataConfig, low: float, high: float, epochs: int, seed: int,
-                 steps: int = 0):
+                 steps: int = 0, sparse: Sparse | None = None):
     """A batched grain MapDataset: each epoch visits every slice once in a shuffled order;
     ``epochs`` of them, or ``steps`` batches when set."""
     depth = volume.shape[0]
     check_sizes(config, volume.shape, epochs, steps)
     volume, labels = io.as_volume(volume), None if labels is None else io.as_volume(labels)
-    sampler = CropSampler(volume, labels, config.slices, config.crop, low, high, config.class_crops)
+    sampler = CropSampler(volume, labels, config.slices, config.crop, low, high, config.class_crops, sparse)
     epochs, steps = batches(depth, config.batch_size, epochs, steps)
     crops = grain.MapDataset.range(depth).shuffle(seed=seed).repeat(epochs).random_map(sampler, seed=seed)
     return process_batches(crops, config.batch_size, steps)

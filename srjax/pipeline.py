@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 
-from srjax import data, io, lockstep, parallel, pseudo, rundir, stages, train
+from srjax import data, io, lockstep, parallel, pseudo, rundir, sparse, stages, train
 from srjax.config import Config, validate
 from srjax.errors import SrjaxError
 from srjax.outputs import check_disjoint
@@ -47,9 +47,19 @@ class Input:
         return io.open_volume(target, self.source.name)
 
 
-def check_inputs(volume: Source, truth: Source | None, config: Config, mesh) -> None:
+def check_inputs(volume: Source, truth: Source | None, config: Config, mesh, labels: Source | None = None) -> None:
     """Shapes, dtypes and sizes that must fit together; needs no voxel reads."""
     io.check_layout(volume.shape, volume.dtype, volume.name)
+    if labels is not None:
+        sparse.check_layout(labels, volume.shape, labels.name)
+        if config.sparse.oracle_slices:
+            raise SrjaxError("--labels and sparse.oracle_slices both label pixels; give one of them")
+    if config.sparse.oracle_slices:
+        if truth is None:
+            raise SrjaxError("sparse.oracle_slices labels slices from the ground truth; pass --truth")
+        if config.sparse.oracle_slices > volume.shape[0]:
+            raise SrjaxError(f"sparse.oracle_slices={config.sparse.oracle_slices} is more than the volume's "
+                             f"{volume.shape[0]} slices")
     if truth is not None:
         io.check_layout(truth.shape, truth.dtype, truth.name)
         if tuple(truth.shape) != tuple(volume.shape):
@@ -68,24 +78,29 @@ def check_inputs(volume: Source, truth: Source | None, config: Config, mesh) -> 
 @contextlib.contextmanager
 def opened_run(volume, out: str | Path, config: Config, truth=None, *, preset: str | None = None,
                dataset: str | None = None, truth_dataset: str | None = None, voxel_size=None,
-               unit: str | None = None, fill_missing: bool = False, devices=None, progress: bool = True):
+               unit: str | None = None, fill_missing: bool = False, devices=None, progress: bool = True,
+               labels=None):
     """The checked inputs and claimed run directory ``out`` of one run, as the steps'
-    ``stages.Context``; the directory is held until the block ends."""
+    ``stages.Context``; the directory is held until the block ends. ``labels``: sparse
+    labels (``srjax.sparse``) stages 2 and 3 learn."""
     validate(config)
     mesh = train.make_mesh(devices)
     volume = Input(volume, "volume", dataset, fill_missing)
     truth = None if truth is None else Input(truth, "truth", truth_dataset, fill_missing)
-    check_inputs(volume.source, truth and truth.source, config, mesh)
+    labels = None if labels is None else Input(labels, "labels", None, fill_missing)
+    check_inputs(volume.source, truth and truth.source, config, mesh, labels and labels.source)
     size, unit = voxel_size_and_unit(volume.source, voxel_size, unit)
     out = io.local_path(out)
-    check_disjoint(out, {"volume": volume.path, "truth": truth and truth.path})
+    check_disjoint(out, {"volume": volume.path, "truth": truth and truth.path, "labels": labels and labels.path})
     fingerprints = {"volume": rundir.fingerprint(volume.source, volume.path),
                     "truth": None if truth is None else rundir.fingerprint(truth.source, truth.path)}
+    if labels is not None:
+        fingerprints["labels"] = rundir.fingerprint(labels.source, labels.path)
     with contextlib.ExitStack() as held:
         # The main process holds the run directory; the others use it once it has.
         parallel.on_main(lambda: held.enter_context(rundir.claim(out, config, fingerprints, preset)))
         yield stages.Context(rundir.RunDir(out), config, volume, truth, mesh, size, unit,
-                             progress and parallel.is_main())
+                             progress and parallel.is_main(), labels)
 
 
 def run_pipeline(volume, out: str | Path, config: Config, truth=None, steps=stages.STEPS, **options) -> dict:

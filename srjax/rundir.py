@@ -13,6 +13,7 @@ Layout (volumes are OME-Zarr; label volumes are OME-Zarr label images):
   truth.ome.zarr             the imported ground truth, likewise
   stage1.json                voxel range, clustering and class means of the pseudo labels
   pseudo_labels.ome.zarr     stage-1 labels
+  sparse_labels.ome.zarr, sparse.json   labelled pixels (--labels, or an oracle), when given
   checkpoints/stage2/, checkpoints/stage3/   orbax checkpoints (state, data iterator, history)
   stage2_labels.ome.zarr     stage-2 prediction
   labels.ome.zarr            stage-3 prediction (the teacher's, through the intensity guard when it is on)
@@ -57,6 +58,7 @@ class RunDir:
         self.history, self.metrics, self.timings = r / "history.json", r / "metrics.json", r / "timings.json"
         self.predictions, self.net_labels = r / "predictions.json", r / "net_labels.ome.zarr"
         self.panel, self.report = r / "panel.png", r / "report.html"
+        self.sparse_labels, self.sparse = r / "sparse_labels.ome.zarr", r / "sparse.json"
         self.lock = r / ".srjax.lock"
 
     def checkpoints(self, stage: str) -> Path:
@@ -89,7 +91,7 @@ def fingerprint(source: Source, path: Path | None) -> dict:
 
 def _input_differences(old: dict, new: dict) -> list[str]:
     found = []
-    for name in ("volume", "truth"):
+    for name in ("volume", "truth", "labels"):
         before, after = old.get(name), new.get(name)
         if before is None and after is None:
             continue

@@ -18,7 +18,7 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from srjax import data, io, parallel, pseudo, report, rundir, summary, train
+from srjax import data, io, parallel, pseudo, report, rundir, sparse, summary, train
 from srjax.config import Config
 from srjax.losses import loss_values
 from srjax.models import build_model
@@ -42,8 +42,14 @@ class Context:
     voxel_size: tuple | None
     unit: str | None
     progress: bool
+    labels: object | None = None  # a pipeline.Input of sparse labels (``srjax run --labels``)
     store: object = None
     truth_store: object = None
+
+    @property
+    def has_sparse(self) -> bool:
+        """Whether stages 2 and 3 learn labelled pixels: given ones, or an oracle's."""
+        return self.labels is not None or self.config.sparse.oracle_slices > 0
 
     def open(self) -> None:
         # A volume in another format is imported once, by the main process; then every process opens it.
@@ -104,6 +110,30 @@ class PseudoLabels:
         parallel.on_main(lambda: write_json(ctx.run.stage1, result.summary()))
 
 
+class SparseLabels:
+    """The labelled pixels stages 2 and 3 learn: ``--labels`` checked and copied into the
+    run, or for a study an oracle's (``sparse.oracle_slices`` slices of the truth)."""
+
+    name = "sparse"
+
+    def done(self, ctx: Context) -> bool:
+        return not ctx.has_sparse or ctx.run.sparse.exists()
+
+    def run(self, ctx: Context) -> None:
+        def write():
+            meta, classes = ctx.labels_meta, ctx.stage1["classes"]
+            if ctx.labels is not None:
+                found = sparse.copy_labels(ctx.labels.source, ctx.run.sparse_labels, classes, meta)
+            else:
+                sc = ctx.config.sparse
+                found = sparse.oracle_labels(ctx.store, ctx.truth_store, io.open_volume(ctx.run.pseudo_labels),
+                                             classes, sc.oracle_slices, sc.sampler, ctx.config.seed,
+                                             ctx.run.sparse_labels, meta)
+            write_json(ctx.run.sparse, found)
+
+        parallel.on_main(write)
+
+
 class TrainingStage:
     """A training stage: ``steps`` batches from its dataset, checkpointed and resumable,
     keeping the checkpoints at ``keep_steps`` as well as the latest."""
@@ -134,10 +164,22 @@ class TrainingStage:
                               ctx.config.loss.name, getattr(settings, "weak_augment", True),
                               getattr(settings, "teacher_views", 1))
 
+    def sparse(self, ctx: Context) -> data.Sparse | None:
+        if not ctx.has_sparse:
+            return None
+        slices = ctx.run.read(ctx.run.sparse)["slices"]
+        return data.Sparse(io.open_volume(ctx.run.sparse_labels, "sparse labels"), tuple(slices),
+                           ctx.config.sparse.labelled_crops)
+
+    def values(self, ctx: Context) -> dict:
+        """What every stage's step reads from its state besides its method's own values."""
+        return {"loss": loss_values(ctx.config.loss), **({"supervised": ctx.config.sparse.weight}
+                                                         if ctx.has_sparse else {})}
+
     def member(self, ctx: Context) -> train.Member:
         settings, dc = self.settings(ctx), ctx.config.data
         dataset = data.crop_dataset(ctx.store, self.labels(ctx), dc, ctx.stage1["low"], ctx.stage1["high"],
-                                    settings.epochs, self.data_seed(ctx), settings.steps)
+                                    settings.epochs, self.data_seed(ctx), settings.steps, self.sparse(ctx))
         state = self.initial_state(ctx, make_optimizer(settings, self.total_steps(ctx)))
         return train.Member(state, dataset, ctx.run.checkpoints(self.name), ctx.config.seed)
 
@@ -157,7 +199,7 @@ class TrainingStage:
         shape, checkpoints at the same steps."""
         dc = ctx.config.data
         return (self.name, self.kind(ctx), self.total_steps(ctx), self.keep_steps, dc.slices, dc.crop,
-                dc.batch_size, dc.read_threads, ctx.config.checkpoint_every)
+                dc.batch_size, dc.read_threads, ctx.config.checkpoint_every, ctx.has_sparse)
 
 
 class Stage2(TrainingStage):
@@ -174,7 +216,7 @@ class Stage2(TrainingStage):
     def initial_state(self, ctx: Context, optimizer):
         dc = ctx.config.data
         params = train.init_params(ctx.model, dc.slices, dc.crop, ctx.config.seed)
-        return train.stage2_state(params, optimizer, {"loss": loss_values(ctx.config.loss)})
+        return train.stage2_state(params, optimizer, self.values(ctx))
 
 
 class Stage3(TrainingStage):
@@ -190,7 +232,7 @@ class Stage3(TrainingStage):
 
     def initial_state(self, ctx: Context, optimizer):
         method = train.STAGE3_METHODS[ctx.config.stage3.method]
-        values = {"loss": loss_values(ctx.config.loss), **method.values(ctx.config.stage3)}
+        values = {**self.values(ctx), **method.values(ctx.config.stage3)}
         return method.init(train.latest_params(ctx.run.checkpoints("stage2")), optimizer, values)
 
 
@@ -276,7 +318,8 @@ class Summary:
         write_json(run.metrics, metrics)
 
 
-STEPS: tuple[Step, ...] = (PseudoLabels(), Stage2(), Stage3(), Predict("stage2"), Predict("stage3"), Summary())
+AFTER_TRAINING: tuple[Step, ...] = (Predict("stage2"), Predict("stage3"), Summary())
+STEPS: tuple[Step, ...] = (PseudoLabels(), SparseLabels(), Stage2(), Stage3(), *AFTER_TRAINING)
 
 
 def record_time(ctx: Context, step: str, seconds: float) -> None:

@@ -164,8 +164,9 @@ class Planned:
     keep_stage3: tuple[int, ...] = ()  # stage-3 steps at which other members stop
 
     def steps(self):
-        return (LinkedPseudoLabels(self.stage1_from), SharedStage2(self.stage2_from, self.keep_stage2),
-                SharedStage3(self.stage3_from, self.keep_stage3), *stages.STEPS[3:])
+        return (LinkedPseudoLabels(self.stage1_from), stages.SparseLabels(),
+                SharedStage2(self.stage2_from, self.keep_stage2), SharedStage3(self.stage3_from, self.keep_stage3),
+                *stages.AFTER_TRAINING)
 
 
 def _stage1_key(volume: str, config: cfg.Config) -> str:
@@ -185,7 +186,7 @@ def _stage2_key(volume: str, config: cfg.Config, total: int) -> str:
     data_settings = dict(dataclasses.asdict(config.data), read_threads=None)
     return json.dumps([_stage1_key(volume, config), dataclasses.asdict(config.model),
                        dataclasses.asdict(config.loss), data_settings, _without_duration(config.stage2, total),
-                       config.seed])
+                       config.seed, dataclasses.asdict(config.sparse) if config.sparse.oracle_slices else None])
 
 
 def _shorter(group: list[int], totals: list[int]) -> tuple[int, ...]:

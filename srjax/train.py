@@ -33,6 +33,7 @@ from srjax import augment, data, parallel
 from srjax.config import Stage3Config
 from srjax.errors import SrjaxError
 from srjax.losses import masked_mean, pixel_loss
+from srjax.sparse import UNLABELLED
 from srjax.optim import OptimizerSpec, optimizer_from
 from srjax.outputs import check_interrupt, deferred_interrupts
 from srjax.progress import bar as progress_bar
@@ -78,15 +79,28 @@ def ema_update(teacher, student, decay: float):
     return jax.tree.map(lambda t, s: decay * t + (1.0 - decay) * s, teacher, student)
 
 
+def supervised(loss_fn, logits, batch_sparse, values):
+    """The labelled pixels' term (0 where none is labelled) and where they are."""
+    labelled = batch_sparse != UNLABELLED
+    target = jnp.where(labelled, batch_sparse, 0)
+    return values["supervised"] * masked_mean(loss_fn(logits, target, values["loss"]), labelled), labelled
+
+
 def stage2_step(state: Stage2State, batch, rng, *, model, optimizer, loss_fn, weak_augment: bool):
-    """One supervised step on pseudo labels, optionally on a random rotation/flip of each crop."""
+    """One supervised step on pseudo labels, optionally on a random rotation/flip of each crop;
+    with sparse labels, the pseudo labels' term covers the unlabelled pixels and the
+    labelled ones have their own."""
     weak_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step))
-    images, labels = batch["image"], batch["label"]
+    arrays = (batch["image"], batch["label"]) + ((batch["sparse"],) if "sparse" in batch else ())
     if weak_augment:
-        images, labels = augment.weak(weak_key, images, labels)
+        arrays = augment.weak(weak_key, *arrays)
+    images, labels = arrays[:2]
 
     def objective(params):
         logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})
+        if len(arrays) == 3:
+            term, labelled = supervised(loss_fn, logits, arrays[2], state.values)
+            return masked_mean(loss_fn(logits, labels, state.values["loss"]), ~labelled) + term
         return loss_fn(logits, labels, state.values["loss"]).mean()
 
     loss, grads = jax.value_and_grad(objective)(state.params)
@@ -137,19 +151,26 @@ def unbiased_teacher_step(state: TeacherStudentState, batch, rng, *, model, opti
     values = state.values
     weak_key, strong_key, dropout_key = jax.random.split(jax.random.fold_in(rng, state.step), 3)
     mix_key = jax.random.fold_in(strong_key, 1)  # apart from the three, so a run without CutMix draws as before
-    weak, pseudo_labels = augment.weak(weak_key, batch["image"], batch["label"])
+    has_sparse = "sparse" in batch
+    weak, pseudo_labels, *sparse = augment.weak(weak_key, batch["image"], batch["label"],
+                                                *([batch["sparse"]] if has_sparse else []))
     strong = augment.strong(strong_key, weak, values["strong_probability"])
     probs = view_probabilities(model, state.teacher, weak, teacher_views)
     target = probs.argmax(-1)
     keep = confident(probs, target, values["confidence"], values["class_keep"])
     boxes = augment.cutmix_boxes(mix_key, weak.shape[0], weak.shape[1], values["cutmix"])
-    strong, target, keep, pseudo_labels = augment.cutmix(boxes, strong, target, keep, pseudo_labels)
+    strong, target, keep, pseudo_labels, *sparse = augment.cutmix(boxes, strong, target, keep, pseudo_labels, *sparse)
 
     fade = values["anchor_fade"]
     anchor_weight = values["anchor"] * jnp.where(fade > 0, jnp.clip(1 - state.step / jnp.maximum(fade, 1), 0, 1), 1)
 
     def objective(params):
         logits = model.apply({"params": params}, strong, train=True, rngs={"dropout": dropout_key})
+        if has_sparse:  # labelled pixels learn their labels; the teacher and the anchor have the rest
+            term, labelled = supervised(loss_fn, logits, sparse[0], values)
+            anchor = masked_mean(loss_fn(logits, pseudo_labels, values["loss"]), ~labelled)
+            return masked_mean(loss_fn(logits, target, values["loss"]), keep & ~labelled) + anchor_weight * anchor \
+                + term
         anchor = loss_fn(logits, pseudo_labels, values["loss"]).mean()
         return masked_mean(loss_fn(logits, target, values["loss"]), keep) + anchor_weight * anchor
 
