@@ -125,15 +125,15 @@ def _series_phantom(args) -> None:
         for t in range(spec.steps):
             for name, array, labels in (("volume", series.volumes[t], None), ("truth", series.labels[t], CLASS_NAMES),
                                         ("objects", series.objects[t], None)):
-                io.write_volume(tmp / f"t{t:04d}" / f"{name}.ome.zarr", array, name=f"corrosion {name} t{t}",
+                io.write_volume(tmp / f"{name}_t{t:04d}.ome.zarr", array, name=f"corrosion {name} t{t}",
                                 labels=None if labels is None else list(labels))
         write_json(tmp / "summary.json", {
             "srjax": {"written_by": f"srjax {__version__}", "command": "phantom"},
             "spec": dataclasses.asdict(spec), "classes": list(CLASS_NAMES), "shifts": series.shifts.tolist(),
             "crack_lengths": list(series.crack_lengths), "objects": [dataclasses.asdict(b) for b in series.balls],
             "events": {name: truth_events(series, c) for c, name in enumerate(CLASS_NAMES) if c}})
-    print(f"wrote {spec.steps} time steps to {out}/tNNNN/ (volume, truth, objects .ome.zarr) and summary.json "
-          "(displacements, objects, events)")
+    print(f"wrote {spec.steps} time steps to {out}: volume_tNNNN, truth_tNNNN, objects_tNNNN .ome.zarr, and "
+          "summary.json (displacements, objects, events)")
 
 
 def cmd_demo(args) -> None:

@@ -181,3 +181,16 @@ def test_cli_quantify_refuses_bad_input(tmp_path, capsys):
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("srjax: error")]
         assert len(errors) == 1 and words in errors[0]
         assert not out.exists()
+
+
+def test_cli_writes_the_corrosion_series_with_its_answers(tmp_path, capsys):
+    out = tmp_path / "corrosion"
+    assert main(["phantom", str(out), "--family", "corrosion", "--shape", "32,96,96", "--steps", "4", "--seed", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    made = make_series(SeriesSpec(shape=(32, 96, 96), steps=4, seed=1))
+    assert summary["shifts"] == made.shifts.tolist()
+    assert summary["events"]["pore"]["birth"] == [[t, list(o)] for t, o in truth_events(made, PORE)["birth"]]
+    for t in range(4):
+        np.testing.assert_array_equal(io.open_volume(out / f"truth_t{t:04d}.ome.zarr").read().result(), made.labels[t])
+    assert main(["phantom", str(tmp_path / "other"), "--steps", "3"]) == 2
+    assert "--steps is for the 4-D family corrosion" in capsys.readouterr().err
