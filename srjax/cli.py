@@ -346,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-processes", type=int, metavar="N", help="how many processes run this command")
         p.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N - 1")
 
+    def add_overwrite(p):
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace an OUT srjax wrote, once the new one is complete")
+
+    def add_voxel_size(p, whose: str = "volume's"):
+        p.add_argument("--voxel-size", type=_floats3, help=f"Z,Y,X voxel size (default: the {whose}, if recorded)")
+        p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
+
     def add_fill_missing(p):
         p.add_argument("--fill-missing", action="store_true",
                        help="read chunks missing from a Zarr/N5 store as its fill value (default: an error)")
@@ -368,8 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "255 elsewhere (e.g. a template of `srjax sample --template`, corrected)")
     p.add_argument("--dataset", help="HDF5 dataset of the volume (default /exchange/data)")
     p.add_argument("--truth-dataset", help="HDF5 dataset of --truth (default /exchange/data)")
-    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the volume's, if recorded)")
-    p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
+    add_voxel_size(p)
     add_fill_missing(p)
     add_config_options(p, "config preset (default: paper on an accelerator, cpu otherwise)")
     add_processes(p)
@@ -394,9 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the OME-Zarr to write, e.g. scan.ome.zarr")
     p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
     p.add_argument("--chunks", type=_shape, default=(1, 512, 512), help="chunk shape Z,Y,X (default 1,512,512)")
-    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the source's, if recorded)")
-    p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
-    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    add_voxel_size(p, "source's")
+    add_overwrite(p)
     add_fill_missing(p)
     p.set_defaults(func=cmd_import)
 
@@ -408,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="cluster only inside 'circle' (the reconstruction circle) or a mask volume")
     p.add_argument("--dataset", help="HDF5 dataset (default /exchange/data)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of kmeans-lloyd's k-means++")
-    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    add_overwrite(p)
     add_fill_missing(p)
     p.set_defaults(func=cmd_pseudo)
 
@@ -464,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha-sweep", action="store_true", help="DIDS at α = 0, 0.1, ..., 1: alpha.png")
     p.add_argument("--template", action="store_true",
                    help="write a sparse labels template (the picks from --run's labels, the rest unlabelled)")
-    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    add_overwrite(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("quantify", help="every 3-D feature of a class: counted, measured, an instance image",
@@ -484,9 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-graphs", action="store_true", help="write no scene graphs")
     p.add_argument("--min-overlap", type=int, default=1, metavar="N",
                    help="a series: link features of consecutive steps that share at least N voxels (default 1)")
-    p.add_argument("--voxel-size", type=_floats3, help="Z,Y,X voxel size (default: the volume's, if recorded)")
-    p.add_argument("--unit", help="unit of --voxel-size (default micrometer), e.g. nanometer or µm")
-    p.add_argument("--overwrite", action="store_true", help="replace an OUT srjax wrote, once the new one is complete")
+    add_voxel_size(p)
+    add_overwrite(p)
     p.set_defaults(func=cmd_quantify)
 
     p = sub.add_parser("query", help="features of a quantify table that match a condition, e.g. the largest",

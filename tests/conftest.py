@@ -38,6 +38,16 @@ def tiny_files(tmp_path_factory, tiny_phantom):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_files):
+    """A finished tiny run on the tiny phantom, scored: for tests that only read a run."""
+    from srjax.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    run_pipeline(tiny_files / "volume.npy", out, presets.tiny(), truth=tiny_files / "truth.npy", progress=False)
+    return out
+
+
 def subprocess_env() -> dict:
     """The environment of an srjax command a test starts: one CPU device, as a user has."""
     return dict(os.environ, XLA_FLAGS=FAST_COMPILE, JAX_PLATFORMS="cpu")

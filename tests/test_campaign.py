@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import finish, read_all, start_processes
-from srjax import presets
 from srjax.campaign import assignment, predict_scans, scan_name
 from srjax.errors import SrjaxError
 from srjax.phantom import PhantomSpec, make_phantom
-from srjax.pipeline import run_pipeline
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_files):
-    out = tmp_path_factory.mktemp("campaign") / "run"
-    run_pipeline(tiny_files / "volume.npy", out, presets.tiny(), truth=tiny_files / "truth.npy", progress=False)
+def finished_run(tmp_path_factory, tiny_run):
+    out = tiny_run
     other = tmp_path_factory.mktemp("scans")
     volume, truth = make_phantom(PhantomSpec(shape=(8, 48, 48), seed=4))
     np.save(other / "seed4.npy", volume)

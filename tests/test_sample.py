@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from skimage.registration import phase_cross_correlation
 
-from srjax import io, presets
+from srjax import io
 from srjax.analysis import tables
 from srjax.analysis.tiles import phase_shift
 from srjax.cli import main
 from srjax.phantom4d import SeriesSpec, make_series
-from srjax.pipeline import run_pipeline
 from srjax.sparse import UNLABELLED
 
 
@@ -71,9 +70,8 @@ def test_sample_refuses_bad_requests(series, capsys):
         assert not (root / "bad").exists()
 
 
-def test_sample_with_a_runs_encoder_writes_a_template(tmp_path, tiny_files):
-    run = tmp_path / "run"
-    run_pipeline(tiny_files / "volume.npy", run, presets.tiny(), progress=False)
+def test_sample_with_a_runs_encoder_writes_a_template(tmp_path, tiny_run):
+    run = tiny_run
     volume = run / "volume.ome.zarr"
     out = tmp_path / "sample"
     assert main(["sample", str(volume), "--run", str(run), "--budget", "3", "--tile", "16", "--out", str(out),

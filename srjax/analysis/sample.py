@@ -89,9 +89,11 @@ def prepare(paths: list, run, size: int, every: int, budget: int, seed: int, cho
     return Context(volumes, encoder, population, low, high, clusters, reference, maps_of(ctx, reference))
 
 
-def contact_sheet(ctx: Context, picks: np.ndarray, path: Path, title: str) -> None:
+def contact_sheet(ctx: Context, picks: np.ndarray, path: Path, title: str, most: int = 100) -> None:
+    """The picks' middle slices in a grid (the first ``most`` of them)."""
     from srjax.report import plt, save_figure
 
+    picks = picks[:most]
     images = tile_images(ctx.volumes, ctx.population.table, picks, ctx.low, ctx.high)
     columns = min(10, len(picks))
     rows = -(-len(picks) // columns)
