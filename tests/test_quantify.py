@@ -194,3 +194,18 @@ def test_cli_writes_the_corrosion_series_with_its_answers(tmp_path, capsys):
         np.testing.assert_array_equal(io.open_volume(out / f"truth_t{t:04d}.ome.zarr").read().result(), made.labels[t])
     assert main(["phantom", str(tmp_path / "other"), "--steps", "3"]) == 2
     assert "--steps is for the 4-D family corrosion" in capsys.readouterr().err
+
+
+def test_a_class_absent_from_early_steps_is_born_later(tmp_path):
+    steps = [np.zeros((4, 16, 16), np.uint8) for _ in range(3)]
+    steps[1][1:3, 4:8, 4:8] = 1
+    steps[2][1:3, 4:9, 4:9] = 1
+    paths = []
+    for t, labels in enumerate(steps):
+        paths.append(tmp_path / f"t{t}.ome.zarr")
+        io.write_volume(paths[-1], labels)
+    quantify(paths, [1], tmp_path / "q", progress=False, workers=1)
+    events = tables.read(tmp_path / "q" / "events.csv")
+    assert events["event"].tolist() == ["birth"] and events["time"].tolist() == [1]
+    features = tables.read(tmp_path / "q" / "features.csv")
+    assert features["voxels"].tolist() == [32, 50] and len(set(features["track"].tolist())) == 1

@@ -52,15 +52,12 @@ def instances_path(root: Path, cls: int, time: int) -> Path:
     return root / "instances" / f"class{cls}" / f"t{time:04d}.ome.zarr"
 
 
-def measure(labels, name: str, cls: int, time: int, connectivity: int, min_voxels: int, voxel_size,
+def measure(labels, cls: int, time: int, connectivity: int, min_voxels: int, voxel_size,
             instances: Path | None = None, unit: str | None = None, progress: bool = False,
             workers: cc.Workers | None = None) -> Step:
     """Components, features and (to ``instances``) the instance image of class ``cls`` of
-    one volume, ``labels`` (a path, or anything ``components`` reads), called ``name``."""
+    one volume, ``labels`` (a path, or anything ``components`` reads)."""
     found = cc.label_components(labels, cls, connectivity, progress=progress, workers=workers)
-    if not found.voxels:
-        present = ", ".join(str(v) for v in cc.values_present(labels))
-        raise SrjaxError(f"{name} has no voxel of class {cls} (its values: {present}); pick --class from those")
     features = feature_table(found.sums, found.shape, voxel_size)
     keep = features["voxels"] >= min_voxels
     count = int(keep.sum())
@@ -133,7 +130,7 @@ def follow(sources: list[Source], classes: list[int], features: tables.Table, ro
         instances = [open_source(instances_path(root, c, t), "instances") for t in range(len(sources))]
         overlaps = {t: tracking.overlaps(instances[t], instances[t + 1], moved[t]) for t in range(len(sources) - 1)}
         rows = np.flatnonzero(features["class_id"] == c)
-        track, found = tracking.link({k: v[rows] for k, v in features.items()}, overlaps, min_overlap)
+        track, found = tracking.link({k: v[rows] for k, v in features.items()}, overlaps, len(sources), min_overlap)
         features["track"][rows] = track
         for t, pairs in overlaps.items():
             for (a, b), count in sorted(pairs.items()):
@@ -197,9 +194,14 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
     with claim_output(out, {f"labels {i}": absolute(p) for i, p in enumerate(paths)}, overwrite), \
             atomic_path(out) as tmp, cc.Workers(workers) as pool:
         tmp.mkdir()
-        steps = [measure(str(absolute(path)), source.name, c, time, connectivity, min_voxels, size,
-                         instances_path(tmp, c, time), unit, progress, pool)
-                 for time, (path, source) in enumerate(zip(paths, sources)) for c in classes]
+        steps = [measure(str(absolute(path)), c, time, connectivity, min_voxels, size, instances_path(tmp, c, time),
+                         unit, progress, pool)
+                 for time, path in enumerate(paths) for c in classes]
+        for c in classes:  # a class may be absent at some steps (a crack not yet started), not at all
+            if not any(step.components.voxels for step in steps if step.cls == c):
+                present = ", ".join(str(v) for v in cc.values_present(str(absolute(paths[0]))))
+                where = sources[0].name + (f" (nor any of the {len(paths) - 1} later volumes)" if len(paths) > 1 else "")
+                raise SrjaxError(f"{where} has no voxel of class {c} (its values: {present}); pick --class from those")
         features = tables.concatenate([step.features for step in steps])
         moved = []
         if len(sources) > 1:

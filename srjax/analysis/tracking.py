@@ -33,6 +33,8 @@ def displacement(earlier: Source, later: Source, block=REGISTRATION_BLOCK) -> np
     window = _central(earlier.shape, block)
     a, b = (np.asarray(s.read(window[0].start, window[0].stop))[:, window[1], window[2]].astype(np.float32)
             for s in (earlier, later))
+    if a.min() == a.max() or b.min() == b.max():  # nothing to register by: assume the sample stayed
+        return np.zeros(3, np.int64)
     shift, _, _ = phase_cross_correlation(a, b)
     return -np.round(shift).astype(np.int64)
 
@@ -64,8 +66,8 @@ def overlaps(earlier: Source, later: Source, moved, slab: int = 16) -> dict[tupl
     return {(int(k >> np.uint64(32)), int(k & np.uint64(0xFFFFFFFF))): int(c) for k, c in zip(pair, total)}
 
 
-def link(features: tables.Table, links: dict[int, dict], min_overlap: int = 1):
-    """Tracks and events of one class's features from its overlaps between steps.
+def link(features: tables.Table, links: dict[int, dict], steps: int, min_overlap: int = 1):
+    """Tracks and events of one class's features from its overlaps between ``steps`` time steps.
 
     ``links[t]`` holds the overlaps between steps t and t + 1. Returns the track of each
     row of ``features`` and the event rows (time, event, before, after): ``time`` is the
@@ -76,9 +78,9 @@ def link(features: tables.Table, links: dict[int, dict], min_overlap: int = 1):
     row_of = {(int(t), int(i)): row for row, (t, i) in enumerate(zip(times, ids))}
     track = np.zeros(len(ids), np.int64)
     events = []
-    steps = sorted(set(times.tolist()))
+    steps = list(range(steps))
     next_track = 1
-    for row in np.flatnonzero(times == steps[0]) if steps else []:
+    for row in np.flatnonzero(times == 0):
         track[row], next_track = next_track, next_track + 1
     for earlier, later in zip(steps, steps[1:]):
         forward, backward = defaultdict(list), defaultdict(list)
