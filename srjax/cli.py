@@ -273,13 +273,11 @@ def cmd_predict(args) -> None:
 
 
 def cmd_quantify(args) -> None:
-    from srjax.analysis.quantify import quantify, summary_table
+    from srjax.analysis.quantify import quantify, report
 
     record = quantify(args.labels, args.cls, args.out, args.connectivity, args.min_voxels, args.voxel_size,
                       args.unit, args.overwrite, min_overlap=args.min_overlap, near=None if args.no_graphs else args.near)
-    for step in record["steps"]:
-        print(f"class {step['class']}, time {step['time']}")
-        print(summary_table(step, record["unit"]))
+    print(report(record["steps"], record["unit"]))
     series = ", links.csv, events.csv, trajectories.png" if len(args.labels) > 1 else ""
     graphs = "" if args.no_graphs else ", graphs"
     print(f"outputs in {args.out}: features.csv, features.parquet, instances, sizes.png{series}{graphs}, summary.md, "

@@ -100,6 +100,23 @@ def summary_table(summary: dict, unit: str | None) -> str:
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 
+def report(summaries: list[dict], unit: str | None) -> str:
+    """The talk's table for one volume and class; a row per class and step otherwise."""
+    if len(summaries) == 1:
+        return summary_table(summaries[0], unit)
+    return series_table(summaries, unit)
+
+
+def series_table(summaries: list[dict], unit: str | None) -> str:
+    """One row per class and time step: count, average major axis and volume, volume fraction."""
+    length = unit or "voxel"
+    lines = [f"| class | time | count | average major axis ({length}) | average volume ({length}^3) | "
+             "volume fraction |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s['class']} | {s['time']} | {s['count']:,} | {s['average_major_axis']:.4g} | "
+              f"{s['average_volume']:.4g} | {100 * s['volume_fraction']:.2f} % |" for s in summaries]
+    return "\n".join(lines)
+
+
 def size_figure(features: tables.Table, path: Path, unit: str | None, title: str) -> None:
     from srjax.report import plt, save_figure
 
@@ -224,6 +241,5 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
             "displacements": [m.tolist() for m in moved],
         }
         write_json(tmp / SUMMARY, record)
-        (tmp / "summary.md").write_text("\n\n".join(
-            f"## class {s['class']}, time {s['time']}\n\n{summary_table(s, unit)}" for s in summaries) + "\n")
+        (tmp / "summary.md").write_text(report(summaries, unit) + "\n")
     return record
