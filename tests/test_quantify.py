@@ -95,7 +95,7 @@ def test_summary_counts_and_fractions(series):
     step = next(s for s in summary["steps"] if s["class"] == INCLUSION and s["time"] == 2)
     assert step["count"] == sum(b.cls == INCLUSION for b in made.balls)
     assert step["volume_fraction"] == pytest.approx((made.labels[2] == INCLUSION).mean())
-    assert "| Count |" in (out / "summary.md").read_text()
+    assert f"| {INCLUSION} | 2 | {step['count']} |" in (out / "summary.md").read_text()
 
 
 def test_spatiotemporal_graph_holds_every_feature_and_link(series):
@@ -152,6 +152,7 @@ def test_cli_quantify_and_query(tmp_path, capsys):
     assert main(["quantify", str(tmp_path / "labels.ome.zarr"), "--class", "2", "--out", str(out),
                  "--min-voxels", "2"]) == 0
     features = tables.read(out)
+    assert "| Count | 2 | 2 |" in (out / "summary.md").read_text()
     assert features["voxels"].tolist() == [18, 16]
     assert features["volume"].tolist() == [36.0, 32.0]  # the volume's own voxel size
     instances = io.open_volume(out / "instances" / "class2" / "t0000.ome.zarr").read().result()
