@@ -276,10 +276,10 @@ def cmd_quantify(args) -> None:
     from srjax.analysis.quantify import quantify, report
 
     record = quantify(args.labels, args.cls, args.out, args.connectivity, args.min_voxels, args.voxel_size,
-                      args.unit, args.overwrite, min_overlap=args.min_overlap, near=None if args.no_graphs else args.near)
+                      args.unit, args.overwrite, min_overlap=args.min_overlap, near=args.near if args.graphs else None)
     print(report(record["steps"], record["unit"]))
     series = ", links.csv, events.csv, trajectories.png" if len(args.labels) > 1 else ""
-    graphs = "" if args.no_graphs else ", graphs"
+    graphs = ", graphs" if args.graphs else ""
     print(f"outputs in {args.out}: features.csv, features.parquet, instances, sizes.png{series}{graphs}, summary.md, "
           "summary.json")
 
@@ -483,9 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-voxels", type=int, default=1, metavar="N", help="leave out features smaller than N voxels")
     p.add_argument("--connectivity", type=_connectivity, default=6,
                    help="6 (faces, default, as scipy.ndimage.label), 18 (and edges) or 26 (and corners)")
+    p.add_argument("--graphs", action="store_true",
+                   help="write scene graphs (GraphML and JSON): a node per feature, edges between near features "
+                   "and, in a series, to the features they overlap a step later")
     p.add_argument("--near", type=float, default=2.0, metavar="D",
-                   help="scene graphs join features whose bounding boxes come within D (physical units; default 2)")
-    p.add_argument("--no-graphs", action="store_true", help="write no scene graphs")
+                   help="with --graphs: join features whose bounding boxes come within D (physical units; default 2)")
     p.add_argument("--min-overlap", type=int, default=1, metavar="N",
                    help="a series: link features of consecutive steps that share at least N voxels (default 1)")
     add_voxel_size(p)

@@ -71,7 +71,7 @@ def reference(labels: np.ndarray) -> tuple[float, dict]:
 def run_quantify(path: Path, out: Path) -> tuple[float, float, dict]:
     """Seconds, peak RSS (GB) of the process tree, and the summary of `srjax quantify`."""
     command = [sys.executable, "-m", "srjax.cli", "quantify", str(path), "--class", *map(str, CLASSES),
-               "--out", str(out), "--no-graphs"]
+               "--out", str(out)]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
