@@ -210,3 +210,25 @@ def test_a_class_absent_from_early_steps_is_born_later(tmp_path):
     assert events["event"].tolist() == ["birth"] and events["time"].tolist() == [1]
     features = tables.read(tmp_path / "q" / "features.csv")
     assert features["voxels"].tolist() == [32, 50] and len(set(features["track"].tolist())) == 1
+
+
+def _growth_graph(targets_at):
+    graph = nx.Graph()
+    node = {"class_id": 3, "centroid_z": 10.0, "centroid_y": 10.0}
+    graph.add_node("g0", time=0, centroid_x=10.0, **node)
+    graph.add_node("g1", time=1, centroid_x=14.0, **node)
+    graph.add_edge("g0", "g1", kind="next")
+    for i, x in enumerate(targets_at):
+        graph.add_node(f"t{i}", time=0, class_id=1, centroid_z=10.0, centroid_y=10.0 + i % 3, centroid_x=x)
+    return graph
+
+
+def test_growth_toward_counts_targets_ahead_against_the_room_there():
+    ahead_only = graphs.growth_toward(_growth_graph([15, 16, 17, 18]), 3, 1, 8, (21, 21, 40), [[0, 0, 0]])
+    assert ahead_only["ahead"] == 4 and ahead_only["behind"] == 0
+    even = graphs.growth_toward(_growth_graph([4, 6, 14, 16]), 3, 1, 8, (21, 21, 40), [[0, 0, 0]])
+    assert even["ahead"] == even["behind"] == 2 and even["density_ratio"] == pytest.approx(1.0, abs=0.05)
+    at_surface = graphs.growth_toward(_growth_graph([4, 6, 14, 16]), 3, 1, 8, (21, 21, 14), [[0, 0, 0]])
+    assert at_surface["expected_ahead"] < 2  # the sample ends 3 voxels ahead: less room there
+    moved = graphs.growth_toward(_growth_graph([15, 16]), 3, 1, 8, (21, 21, 40), [[0, 0, 4]])
+    assert moved["ahead"] == 0  # the grower's shift was the sample's: it did not grow

@@ -92,3 +92,62 @@ def write(graph: nx.Graph, stem: Path) -> None:
         nx.write_graphml(graph, tmp)
     with atomic_path(stem.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(plain_json(nx.node_link_data(graph, edges="edges")), indent=1) + "\n")
+
+
+def _material(attributes: dict, moved: np.ndarray) -> np.ndarray:
+    """A node's centroid in the frame of the first step (its step's displacement taken off)."""
+    return np.array([attributes["centroid_z"], attributes["centroid_y"], attributes["centroid_x"]]) \
+        - moved[int(attributes["time"])]
+
+
+def _half_ball_voxels(centre, direction, radius: float, shape, moved_now) -> tuple[int, int]:
+    """Voxels of the image inside the ball ahead of and behind ``centre`` (material frame;
+    those on the plane through it count on neither side)."""
+    r = int(np.ceil(radius))
+    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    offsets = offsets[(offsets**2).sum(1) <= radius**2]
+    points = np.round(centre + moved_now).astype(int) + offsets
+    inside = np.all((points >= 0) & (points < np.asarray(shape)), axis=1)
+    side = offsets[inside] @ direction
+    return int((side > 0).sum()), int((side < 0).sum())
+
+
+def growth_toward(graph: nx.Graph, grower: int, target: int, radius: float, shape, displacements,
+                  least_shift: float = 1.0) -> dict:
+    """Do features of class ``grower`` grow toward more features of class ``target``?
+
+    For each ``next`` edge of a ``grower`` feature, the growth direction is the shift of
+    its centroid in the sample's own frame (the scans' ``displacements`` taken off); the
+    ``target`` features of the earlier step within ``radius`` voxels of its centroid are
+    counted ahead of it and behind it, each side as a density over the sample's voxels in
+    that half of the ball (a crack starting at the surface has less sample behind it).
+    A density ratio ahead / behind above 1 says yes; ``expected_ahead`` is how many of the
+    same targets would lie ahead if they were spread evenly over the sample. Features whose
+    centroid moved less than ``least_shift`` voxels (a pore growing in place) are skipped."""
+    moved = np.concatenate([np.zeros((1, 3)), np.cumsum(np.asarray(displacements, float).reshape(-1, 3), 0)])
+    rows = []
+    for u, v, edge in graph.edges(data=True):
+        a, b = graph.nodes[u], graph.nodes[v]
+        if edge.get("kind") != "next" or a["class_id"] != grower:
+            continue
+        if a["time"] > b["time"]:
+            a, b = b, a
+        start, end = _material(a, moved), _material(b, moved)
+        direction = end - start
+        if np.linalg.norm(direction) < least_shift:
+            continue
+        direction /= np.linalg.norm(direction)
+        targets = [_material(n, moved) for _, n in graph.nodes(data=True)
+                   if n["class_id"] == target and n["time"] == a["time"]]
+        offsets = np.asarray(targets).reshape(-1, 3) - start
+        side = offsets[(offsets**2).sum(1) <= radius**2] @ direction
+        ahead, behind = int((side > 0).sum()), int((side < 0).sum())
+        room_ahead, room_behind = _half_ball_voxels(start, direction, radius, shape, moved[int(a["time"])])
+        rows.append({"time": int(a["time"]), "ahead": ahead, "behind": behind,
+                     "room_ahead": room_ahead, "room_behind": room_behind,
+                     "expected_ahead": (ahead + behind) * room_ahead / max(room_ahead + room_behind, 1)})
+    ahead, behind = sum(r["ahead"] for r in rows), sum(r["behind"] for r in rows)
+    room_ahead, room_behind = sum(r["room_ahead"] for r in rows), sum(r["room_behind"] for r in rows)
+    ratio = (ahead / room_ahead) / (behind / room_behind) if behind and room_ahead and room_behind else float("nan")
+    return {"steps": rows, "ahead": ahead, "behind": behind, "expected_ahead": sum(r["expected_ahead"] for r in rows),
+            "density_ratio": ratio}
