@@ -186,7 +186,8 @@ def test_cli_quantify_refuses_bad_input(tmp_path, capsys):
 
 def test_cli_writes_the_corrosion_series_with_its_answers(tmp_path, capsys):
     out = tmp_path / "corrosion"
-    assert main(["phantom", str(out), "--family", "corrosion", "--shape", "32,96,96", "--steps", "4", "--seed", "1"]) == 0
+    assert main(["phantom", str(out), "--family", "corrosion", "--shape", "32,96,96", "--steps", "4",
+                 "--seed", "1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     made = make_series(SeriesSpec(shape=(32, 96, 96), steps=4, seed=1))
     assert summary["shifts"] == made.shifts.tolist()

@@ -217,7 +217,8 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
         for c in classes:  # a class may be absent at some steps (a crack not yet started), not at all
             if not any(step.components.voxels for step in steps if step.cls == c):
                 present = ", ".join(str(v) for v in cc.values_present(str(absolute(paths[0]))))
-                where = sources[0].name + (f" (nor any of the {len(paths) - 1} later volumes)" if len(paths) > 1 else "")
+                later = f" (nor any of the {len(paths) - 1} later volumes)" if len(paths) > 1 else ""
+                where = sources[0].name + later
                 raise SrjaxError(f"{where} has no voxel of class {c} (its values: {present}); pick --class from those")
         features = tables.concatenate([step.features for step in steps])
         moved = []

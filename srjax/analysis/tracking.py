@@ -100,7 +100,8 @@ def link(features: tables.Table, links: dict[int, dict], steps: int, min_overlap
             if not parents:
                 events.append((later, "birth", (), (b,)))
             elif len(parents) > 1:
-                events.append((later, "merge", tuple(parents), tuple(sorted(set().union(*(forward[a] for a in parents))))))
+                children = sorted(set().union(*(forward[a] for a in parents)))
+                events.append((later, "merge", tuple(parents), tuple(children)))
         for a in before:
             children = sorted(forward[a])
             if not children:
