@@ -79,3 +79,13 @@ def finish(procs) -> None:
 def read_all(path):
     """A whole (small) volume from a store on disk."""
     return io.read(io.open_volume(path), str(path))
+
+
+def scipy_label_of(ids, expected):
+    """Our id -> scipy's, asserting both number the same partition of the voxels."""
+    np.testing.assert_array_equal(ids > 0, expected > 0)
+    ours, theirs = np.unique(np.stack([ids[ids > 0], expected[expected > 0]]), axis=1)
+    assert len(ours) == len(np.unique(ours)) == len(np.unique(theirs)) == ids.max() == expected.max()
+    mapping = np.zeros(ids.max() + 1, np.int64)
+    mapping[ours] = theirs
+    return mapping

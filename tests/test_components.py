@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage
 from skimage.measure import regionprops
 
+from conftest import scipy_label_of
 from srjax.analysis.components import face_pairs, label_components, structure
 from srjax.analysis.features import table
 
@@ -35,7 +36,7 @@ def test_components_equal_scipys_ids(connectivity, slab):
     components = label_components(labels, 2, connectivity, slab=slab)
     expected = scipy_ids(labels, 2, connectivity)
     assert components.count == expected.max()
-    np.testing.assert_array_equal(ids_of(components, labels), expected)
+    scipy_label_of(ids_of(components, labels), expected)
 
 
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
@@ -47,7 +48,7 @@ def test_touching_only_at_an_edge_or_a_corner_across_slabs(connectivity):
     components = label_components(labels, 1, connectivity, slab=2)
     expected = {6: 5, 18: 4, 26: 3}[connectivity]
     assert components.count == scipy_ids(labels, 1, connectivity).max() == expected
-    np.testing.assert_array_equal(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
+    scipy_label_of(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
 
 
 def test_a_component_winding_through_every_slab():
@@ -58,7 +59,7 @@ def test_a_component_winding_through_every_slab():
     labels[11, 0, 1:] = 1
     for connectivity in (6, 26):
         components = label_components(labels, 1, connectivity, slab=1)
-        np.testing.assert_array_equal(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
+        scipy_label_of(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
 
 
 def test_face_pairs_of_six_connectivity_are_straight_below():
@@ -81,11 +82,12 @@ def test_features_equal_regionprops(spacing):
     features = table(components.sums, labels.shape, spacing)
     plain = table(components.sums, labels.shape)
     expected = scipy_ids(labels, 2, 26)
-    props = regionprops(expected, spacing=spacing)
-    unit_props = regionprops(expected)
+    theirs = scipy_label_of(ids_of(components, labels), expected)[features["id"]]
+    props = [regionprops(expected, spacing=spacing)[label - 1] for label in theirs]
+    unit_props = [regionprops(expected)[label - 1] for label in theirs]
     assert len(props) == components.count > 10
     for row, (p, u) in enumerate(zip(props, unit_props)):
-        assert features["id"][row] == p.label
+        assert theirs[row] == p.label
         assert features["voxels"][row] == u.area
         np.testing.assert_allclose(features["volume"][row], p.area)
         np.testing.assert_allclose([features[f"centroid_{a}"][row] for a in "zyx"], u.centroid)
@@ -120,3 +122,15 @@ def test_worker_processes_give_the_same_components(tmp_path):
     np.testing.assert_array_equal(components.final, serial.final)
     for field in ("count", "first", "second", "low", "high"):
         np.testing.assert_array_equal(getattr(components.sums, field), getattr(serial.sums, field))
+
+
+def test_several_selections_in_one_read_equal_each_alone():
+    from srjax.analysis.components import label_each
+
+    labels = blobs((15, 30, 28), 0.3, seed=8)
+    together = label_each(labels, [1, 2, (1, 2)], 18, slab=4)
+    for selected, components in zip([1, 2, (1, 2)], together):
+        alone = label_components(labels, selected, 18, slab=4)
+        assert components.count == alone.count
+        np.testing.assert_array_equal(ids_of(components, labels), ids_of(alone, labels))
+        np.testing.assert_array_equal(components.sums.second, alone.sums.second)

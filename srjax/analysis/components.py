@@ -2,18 +2,23 @@
 
 The volume is never held: each slab of whole slices is read, labelled with
 ``scipy.ndimage.label`` and reduced to per-component sums through its runs (``runs``,
-``moments``); components of neighbouring
-slabs that touch across the face between them are joined afterwards, as a graph of
-touching pairs solved by ``scipy.sparse.csgraph`` (the way dask-image merges blocks).
-Whole-slice slabs keep the raster order scipy numbers by: a component's id is the rank
-of its first voxel, so on a volume that fits in memory the ids are
-``scipy.ndimage.label``'s own, voxel for voxel.
+``moments``); components of neighbouring slabs that touch across the face between
+them are joined as a graph of touching pairs solved by ``scipy.sparse.csgraph`` (the
+way dask-image merges blocks), one face at a time.
+A component is numbered when no later slab can reach it, and its sums handed on then,
+so a volume with millions of components never holds them all. On a volume that fits in
+memory the components are ``scipy.ndimage.label``'s, voxel for voxel, up to their
+numbering.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import multiprocessing
 import os
+import uuid
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +39,7 @@ from srjax.sources import Source, from_store, open_source
 CONNECTIVITY = {6: 1, 18: 2, 26: 3}  # neighbours of a voxel -> ndimage.generate_binary_structure's rank
 # Voxels per slab: its mask, runs and painted ids stay well under a gigabyte, and a slab
 # is at least one slice whatever the slice size.
-SLAB_VOXELS = 1 << 25
+SLAB_VOXELS = 1 << 24
 
 
 def structure(connectivity: int) -> np.ndarray:
@@ -72,9 +77,9 @@ def face_pairs(upper: np.ndarray, lower: np.ndarray, connectivity: int) -> np.nd
 
 @dataclass(frozen=True)
 class Components:
-    """The components of one class: ``count`` of them, numbered 1..count in raster order
-    of their first voxel; ``sums`` holds each one's ``moments.Sums`` (row i: id i + 1);
-    ``voxels`` counts the selected voxels.
+    """The components of one class: ``count`` of them, numbered 1..count in the order they
+    close (see ``_Merge``); ``sums`` holds each one's ``moments.Sums`` (row i: id i + 1)
+    unless they were handed on as they closed; ``voxels`` counts the selected voxels.
 
     ``first_id[s]`` is the tentative id of slab ``s``'s local label 1 and ``final`` maps a
     tentative id to the component's id, so a slab's local labels (the same each time they
@@ -88,8 +93,8 @@ class Components:
     first_id: np.ndarray
     final: np.ndarray
     count: int
-    sums: moments.Sums
     voxels: int
+    sums: moments.Sums | None = None
 
     def lookup(self, index: int, keep: np.ndarray | None = None) -> np.ndarray:
         """Component id of each local id of slab ``index`` (0 for 0, and for a component
@@ -106,6 +111,10 @@ class Components:
 
 def instance_dtype(count: int) -> np.dtype:
     return np.dtype(np.uint32) if count < 2**32 else np.dtype(np.uint64)
+
+
+def volume_shape(labels) -> tuple:
+    return tuple(_source(labels).shape)
 
 
 def values_present(labels) -> list[int]:
@@ -156,13 +165,40 @@ def _source(labels) -> Source:
     return as_source(labels)
 
 
-def _part_task(labels, z0: int, z1: int, selected: tuple, connectivity: int) -> SlabPart:
-    return slab_part(np.asarray(_source(labels).read(z0, z1)), z0, selected, connectivity)
+def _parts_task(labels, z0: int, z1: int, selections: tuple, connectivity: int) -> list[SlabPart]:
+    slab = np.asarray(_source(labels).read(z0, z1))
+    return [slab_part(slab, z0, selected, connectivity) for selected in selections]
 
 
-def _instances_task(labels, z0: int, z1: int, selected: tuple, connectivity: int, lookup: np.ndarray) -> np.ndarray:
-    local, _ = label_slab(np.asarray(_source(labels).read(z0, z1)), selected, connectivity)
-    return lookup[local]
+@dataclass(frozen=True)
+class Target:
+    """An instance image the main process created, for a worker to write its slabs into
+    (one slice per chunk, so no two slabs share a chunk)."""
+
+    path: Path
+    final: Path
+    shape: tuple
+    dtype: np.dtype
+    token: str  # which writer of this process's cache is this image's
+
+
+def _writer(target: Target) -> io.OmeZarrWriter:
+    key = ("writer", target.token)
+    if key not in _opened:
+        _opened[key] = io.OmeZarrWriter(target.path, target.shape, target.dtype, chunks=io.LABEL_CHUNKS,
+                                        final=target.final, create=False)
+    return _opened[key]
+
+
+def _instances_task(labels, z0: int, z1: int, selections: tuple, connectivity: int, lookups: list,
+                    targets: list[Target]) -> None:
+    """Paint slab [z0, z1) of each selection's instance image, in this process: the slabs
+    do not travel back to the main one."""
+    slab = np.asarray(_source(labels).read(z0, z1))
+    for selected, lookup, target in zip(selections, lookups, targets):
+        _writer(target)[z0:z1] = lookup[label_slab(slab, selected, connectivity)[0]]
+    for target in targets:
+        _writer(target).wait()
 
 
 class Workers:
@@ -196,7 +232,7 @@ class Workers:
                 slices.update(z1 - z0)
                 continue
             pending.append((z1 - z0, self.pool.submit(task, labels, z0, z1, *args[index])))
-            while len(pending) > 2 * self.count:  # a bounded window: results wait in memory
+            while len(pending) > self.count:  # a bounded window: results wait in memory
                 depth, future = pending.popleft()
                 yield future.result()
                 slices.update(depth)
@@ -212,52 +248,131 @@ def as_source(labels) -> Source:
     return labels if isinstance(labels, Source) else from_store(labels, "labels")
 
 
+class _Merge:
+    """One selection's components, slab after slab. A component no later slab can reach
+    (none of its voxels in the newest slab's last plane) is closed: it takes the next ids
+    (several closing at once: in raster order of their first voxels) and its sums go to
+    ``on_close(first id, sums)``. Only the open ones, on that plane, are held and joined
+    with the next slab's; so the merge holds a parent id per tentative component (a
+    slab's), never a slab's planes or every component's sums.
+
+    Tentative ids count a slab's components from 0, slab after slab, in scipy's raster
+    order inside each; a group's root is its lowest, the one holding its first voxel.
+    """
+
+    def __init__(self, connectivity: int, on_close):
+        self.connectivity, self.on_close = connectivity, on_close
+        self.first_id, self.voxels, self.next_id = [0], 0, 1
+        self.parents, self.renamed_from, self.renamed_to = [], [], []  # a root that joins a lower one is renamed
+        self.closed_roots = []  # in id order
+        self.open_roots, self.open_sums = np.zeros(0, np.int64), moments.empty()
+        self.open_of_local, self.last_plane = None, None  # the newest slab's local ids -> their open group
+
+    def _close(self, roots: np.ndarray, sums: moments.Sums) -> None:
+        order = np.argsort(roots)
+        self.closed_roots.append(roots[order])
+        self.on_close(self.next_id, sums.take(order))
+        self.next_id += len(roots)
+
+    def add(self, part: SlabPart) -> None:
+        held, new = len(self.open_roots), part.count
+        if self.last_plane is None:
+            pairs = np.zeros((0, 2), np.int64)
+        else:
+            touching = face_pairs(self.last_plane, part.first_plane, self.connectivity)
+            pairs = np.stack([self.open_of_local[touching[:, 0]], held + touching[:, 1] - 1], axis=1)
+        nodes = held + new  # the open groups, then this slab's components
+        graph = sparse.coo_matrix((np.ones(len(pairs), bool), (pairs[:, 0], pairs[:, 1])), shape=(nodes, nodes))
+        groups, group = csgraph.connected_components(graph, directed=False)
+        node_roots = np.concatenate([self.open_roots, self.first_id[-1] + np.arange(new)])
+        roots = np.full(groups, np.iinfo(np.int64).max)
+        np.minimum.at(roots, group, node_roots)
+        sums = moments.combine([(moments.concatenate([self.open_sums, part.sums]), group)], groups)
+        self.parents.append(roots[group[held:]])
+        renamed = roots[group[:held]] != self.open_roots
+        self.renamed_from.append(self.open_roots[renamed])
+        self.renamed_to.append(roots[group[:held]][renamed])
+        on_last = np.unique(part.last_plane)
+        is_open = np.zeros(groups, bool)
+        is_open[group[held + on_last[on_last > 0] - 1]] = True
+        self._close(roots[~is_open], sums.take(~is_open))
+        self.open_roots, self.open_sums = roots[is_open], sums.take(is_open)
+        self.open_of_local = np.concatenate([[-1], (np.cumsum(is_open) - 1)[group[held:]]])
+        self.last_plane = part.last_plane
+        self.first_id.append(self.first_id[-1] + new)
+        self.voxels += part.voxels
+
+    def finish(self, shape, selected: tuple, bounds) -> Components:
+        self._close(self.open_roots, self.open_sums)
+        parent = np.concatenate(self.parents) if self.parents else np.zeros(0, np.int64)
+        parent[np.concatenate(self.renamed_from or [parent[:0]])] = np.concatenate(self.renamed_to or [parent[:0]])
+        while len(parent) and not np.array_equal(lifted := parent[parent], parent):
+            parent = lifted
+        roots = np.concatenate(self.closed_roots)
+        id_of_root = np.zeros(len(parent), np.int64)
+        id_of_root[roots] = np.arange(1, len(roots) + 1)
+        return Components(tuple(shape), selected, self.connectivity, bounds, np.asarray(self.first_id),
+                          id_of_root[parent], len(roots), self.voxels)
+
+
+def selection(selected) -> tuple:
+    return tuple(int(v) for v in np.atleast_1d(selected))
+
+
+def label_each(labels, selections, connectivity: int = 6, slab: int | None = None, progress: bool = False,
+               workers: Workers | None = None, on_close=None) -> list[Components]:
+    """``label_components`` of each selection of ``selections``, reading the volume once.
+    With ``on_close``, each selection's sums go to ``on_close(index of the selection, first
+    id, sums)`` as its components close (ids first id, first id + 1, ...; at least once per
+    selection) instead of into ``Components.sums``."""
+    shape = _source(labels).shape
+    selections = tuple(selection(s) for s in selections)
+    structure(connectivity)
+    bounds = slabs(shape, slab or slab_depth(shape))
+    collected = [[] for _ in selections]
+
+    def closed(index: int, first: int, sums: moments.Sums) -> None:
+        if on_close is None:
+            collected[index].append(sums)
+        else:
+            on_close(index, first, sums)
+
+    merges = [_Merge(connectivity, functools.partial(closed, index)) for index in range(len(selections))]
+    for parts in (workers or Workers(1)).map(_parts_task, labels, bounds, [(selections, connectivity)] * len(bounds),
+                                             "components", progress):
+        for merge, part in zip(merges, parts):
+            merge.add(part)
+    found = [merge.finish(shape, selected, bounds) for merge, selected in zip(merges, selections)]
+    if on_close is None:
+        found = [dataclasses.replace(c, sums=moments.concatenate(sums)) for c, sums in zip(found, collected)]
+    return found
+
+
 def label_components(labels, selected, connectivity: int = 6, slab: int | None = None, progress: bool = False,
                      workers: Workers | None = None) -> Components:
     """The connected components of the voxels whose value is in ``selected`` (a class id or
-    several), as ``Components``; ``labels`` is a path (then ``workers`` share the slabs),
-    a ``Source``, a TensorStore or an array [z, y, x]."""
-    shape = _source(labels).shape
-    selected = tuple(int(v) for v in np.atleast_1d(selected))
-    structure(connectivity)
-    bounds = slabs(shape, slab or slab_depth(shape))
-    workers = workers or Workers(1)
-    parts, first_id, pairs, last_plane = [], [0], [], None
-    for part in workers.map(_part_task, labels, bounds, [(selected, connectivity)] * len(bounds), "components",
-                            progress):
-        parts.append(part)
-        if last_plane is not None:
-            touching = face_pairs(last_plane, part.first_plane, connectivity)
-            pairs.append(touching + [first_id[-2] - 1, first_id[-1] - 1])
-        last_plane = part.last_plane
-        first_id.append(first_id[-1] + part.count)
-    tentative = first_id[-1]
-    edges = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-    graph = sparse.coo_matrix((np.ones(len(edges), bool), (edges[:, 0], edges[:, 1])), shape=(tentative, tentative))
-    count, group = csgraph.connected_components(graph, directed=False)
-    # A group's first voxel is in its lowest tentative id (slabs in order, scipy's raster order
-    # inside each): ranking groups by it numbers them as scipy.ndimage.label would.
-    _, lowest = np.unique(group, return_index=True)
-    rank = np.empty(count, np.int64)
-    rank[np.argsort(lowest)] = np.arange(1, count + 1)
-    final = rank[group]
-    sums = moments.combine(moments.concatenate([p.sums for p in parts]), final - 1, count)
-    return Components(tuple(shape), selected, connectivity, bounds, np.asarray(first_id), final, count, sums,
-                      sum(p.voxels for p in parts))
+    several), as ``Components`` with their sums; ``labels`` is a path (then ``workers``
+    share the slabs), a ``Source``, a TensorStore or an array [z, y, x]."""
+    return label_each(labels, [selected], connectivity, slab, progress, workers)[0]
 
 
-def write_instances(components: Components, labels, path, voxel_size=None, unit: str | None = None,
-                    progress: bool = False, keep: np.ndarray | None = None, workers: Workers | None = None) -> None:
-    """The components as an OME-Zarr instance-label image at ``path`` (0: not the class, or
-    a component ``keep`` leaves out)."""
-    dtype = instance_dtype(components.count)
-    lookups = [(components.selected, components.connectivity, components.lookup(index, keep))
-               for index in range(len(components.slabs))]
-    with io.ome_zarr_writer(path, components.shape, dtype, chunks=io.LABEL_CHUNKS, name="instances",
-                            voxel_size=voxel_size, unit=unit,
-                            attributes={"classes": list(components.selected),
-                                        "connectivity": components.connectivity,
-                                        "count": components.count}) as writer:
-        results = (workers or Workers(1)).map(_instances_task, labels, components.slabs, lookups, "instances", progress)
-        for (z0, z1), ids in zip(components.slabs, results):
-            writer[z0:z1] = ids
+def write_instances(found: list[Components], labels, paths: list, voxel_size=None, unit: str | None = None,
+                    progress: bool = False, keep: list | None = None, workers: Workers | None = None) -> None:
+    """Each of ``found`` (components of one volume, ``labels``) as an OME-Zarr instance-label
+    image at the path of ``paths`` in the same place (0: not the class, or a component that
+    the mask in ``keep`` leaves out), reading the volume once."""
+    keep = keep or [None] * len(found)
+    bounds = found[0].slabs
+    selections = tuple(c.selected for c in found)
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(io.ome_zarr_writer(
+            path, c.shape, instance_dtype(c.count), chunks=io.LABEL_CHUNKS, name="instances", voxel_size=voxel_size,
+            unit=unit, attributes={"classes": list(c.selected), "connectivity": c.connectivity, "count": c.count}))
+            for c, path in zip(found, paths)]
+        targets = [Target(w.path, w.final, w.shape, instance_dtype(c.count), uuid.uuid4().hex)
+                   for w, c in zip(writers, found)]
+        stack.callback(lambda: [_opened.pop(("writer", t.token), None) for t in targets])
+        tasks = [(selections, found[0].connectivity, [c.lookup(index, k) for c, k in zip(found, keep)], targets)
+                 for index in range(len(bounds))]
+        for _ in (workers or Workers(1)).map(_instances_task, labels, bounds, tasks, "instances", progress):
+            pass

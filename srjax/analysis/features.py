@@ -44,8 +44,8 @@ def _axes(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.sqrt(20 * values[:, -1]), np.sqrt(20 * values[:, 0]), major
 
 
-def table(sums: Sums, shape, voxel_size=None) -> dict[str, np.ndarray]:
-    """Columns of ``COLUMNS`` for components 1..len(sums) of a volume of ``shape``."""
+def table(sums: Sums, shape, voxel_size=None, first_id: int = 1) -> dict[str, np.ndarray]:
+    """Columns of ``COLUMNS`` for components ``first_id``.. of a volume of ``shape`` (row i of ``sums``: id first_id + i)."""
     scale = np.asarray(voxel_size if voxel_size is not None else (1.0, 1.0, 1.0), np.float64)
     count = sums.count
     centroid = sums.first / np.maximum(count, 1)[:, None]
@@ -54,7 +54,7 @@ def table(sums: Sums, shape, voxel_size=None) -> dict[str, np.ndarray]:
     volume = count * float(np.prod(scale))
     touches = (sums.low == 0).any(axis=1) | (sums.high == np.asarray(shape) - 1).any(axis=1)
     columns = {
-        "id": np.arange(1, len(sums) + 1, dtype=np.int64),
+        "id": np.arange(first_id, first_id + len(sums), dtype=np.int64),
         "voxels": count,
         "volume": volume,
         "centroid_z": centroid[:, 0], "centroid_y": centroid[:, 1], "centroid_x": centroid[:, 2],

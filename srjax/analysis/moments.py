@@ -12,6 +12,8 @@ import numpy as np
 
 # The second moments kept: the upper triangle of the coordinate outer product.
 PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+# Bounding-box corners: voxel indices, well inside int32 for any scan.
+BOX = np.int32
 
 
 @dataclass(frozen=True)
@@ -29,26 +31,36 @@ class Sums:
     def __len__(self) -> int:
         return len(self.count)
 
+    def take(self, index) -> "Sums":
+        """The rows ``index`` (a slice, a mask or indices) picks."""
+        return Sums(*(getattr(self, field)[index] for field in FIELDS))
+
+
+FIELDS = ("count", "first", "second", "low", "high")
+
+
+def empty() -> Sums:
+    return Sums(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 6)), np.zeros((0, 3), BOX), np.zeros((0, 3), BOX))
+
 
 def concatenate(parts: list[Sums]) -> Sums:
-    if not parts:
-        return Sums(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 6)), np.zeros((0, 3), np.int64),
-                    np.zeros((0, 3), np.int64))
-    return Sums(*(np.concatenate([getattr(p, field) for p in parts]) for field in
-                  ("count", "first", "second", "low", "high")))
+    return Sums(*(np.concatenate([getattr(p, field) for p in parts]) for field in FIELDS)) if parts else empty()
 
 
-def combine(sums: Sums, group: np.ndarray, groups: int) -> Sums:
-    """The sums of each group (row ``group[i]`` gathers row i), ``groups`` rows."""
-    add = lambda column: np.bincount(group, column, minlength=groups)  # noqa: E731
-    low = np.full((groups, 3), np.iinfo(np.int64).max)
-    high = np.full((groups, 3), -1, np.int64)
-    np.minimum.at(low, group, sums.low)
-    np.maximum.at(high, group, sums.high)
-    return Sums(
-        count=add(sums.count).astype(np.int64),
-        first=np.stack([add(c) for c in sums.first.T], axis=1).reshape(groups, 3),
-        second=np.stack([add(c) for c in sums.second.T], axis=1).reshape(groups, 6),
-        low=low,
-        high=high,
-    )
+def combine(parts, groups: int) -> Sums:
+    """The sums of each of ``groups`` groups from ``parts``, pairs (sums, group) in which row
+    i of sums joins group ``group[i]``; an iterator of them is consumed one at a time, so
+    the parts need not all be held at once."""
+    count = np.zeros(groups, np.int64)
+    first, second = np.zeros((groups, 3)), np.zeros((groups, 6))
+    low = np.full((groups, 3), np.iinfo(BOX).max, BOX)
+    high = np.full((groups, 3), -1, BOX)
+    for sums, group in parts:
+        count += np.bincount(group, sums.count, minlength=groups).astype(np.int64)
+        for column in range(3):
+            first[:, column] += np.bincount(group, sums.first[:, column], minlength=groups)
+        for column in range(6):
+            second[:, column] += np.bincount(group, sums.second[:, column], minlength=groups)
+        np.minimum.at(low, group, sums.low)
+        np.maximum.at(high, group, sums.high)
+    return Sums(count, first, second, low, high)

@@ -22,16 +22,20 @@ from srjax.outputs import absolute, atomic_path, claim_output, write_json
 from srjax.sources import Source, open_source, voxel_size_and_unit
 
 SUMMARY = "summary.json"
+# What the summary and the size figure need of every feature, when the table itself is
+# written as it is computed and not held.
+SUMMARY_COLUMNS = ("voxels", "volume", "major_axis", "major_axis_voxels", "equivalent_diameter")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One class at one time step: its features and the numbers behind its summary."""
+    """One class at one time step: its features, how many voxels it has, of how many."""
 
     time: int
     cls: int
     features: tables.Table
-    components: cc.Components
+    voxels: int
+    shape: tuple
 
 
 def open_labels(path, name: str = "labels") -> Source:
@@ -52,25 +56,41 @@ def instances_path(root: Path, cls: int, time: int) -> Path:
     return root / "instances" / f"class{cls}" / f"t{time:04d}.ome.zarr"
 
 
-def measure(labels, cls: int, time: int, connectivity: int, min_voxels: int, voxel_size,
-            instances: Path | None = None, unit: str | None = None, progress: bool = False,
-            workers: cc.Workers | None = None) -> Step:
-    """Components, features and (to ``instances``) the instance image of class ``cls`` of
-    one volume, ``labels`` (a path, or anything ``components`` reads)."""
-    found = cc.label_components(labels, cls, connectivity, progress=progress, workers=workers)
-    features = feature_table(found.sums, found.shape, voxel_size)
-    keep = features["voxels"] >= min_voxels
-    count = int(keep.sum())
-    features = {"time": np.full(count, time, np.int64), "class_id": np.full(count, cls, np.int64),
-                **{k: v[keep] for k, v in features.items()}}
-    if instances is not None:
-        instances.parent.mkdir(parents=True, exist_ok=True)
-        cc.write_instances(found, labels, instances, voxel_size, unit, progress=progress, keep=keep, workers=workers)
-    return Step(time, cls, features, found)
+def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels: int, voxel_size,
+            root: Path | None = None, unit: str | None = None, progress: bool = False,
+            workers: cc.Workers | None = None, sink=None, held: tuple | None = None) -> list[Step]:
+    """Components, features and (under ``root``) the instance image of each class of
+    ``classes`` in one volume, ``labels`` (a path, or anything ``components`` reads),
+    reading it once for the components and once for the images. Feature rows go to
+    ``sink`` (a ``tables.Writer``'s write) as their components close; each step holds
+    the columns ``held`` of them (None: every column)."""
+    shape = cc.volume_shape(labels)
+    kept, parts = [[] for _ in classes], [[] for _ in classes]
+
+    def closed(index: int, first: int, sums) -> None:
+        rows = feature_table(sums, shape, voxel_size, first)
+        keep = rows["voxels"] >= min_voxels
+        kept[index].append(keep)
+        if not keep.all():
+            rows = {name: column[keep] for name, column in rows.items()}
+        count = len(rows["id"])
+        rows = {"time": np.full(count, time, np.int64), "class_id": np.full(count, classes[index], np.int64), **rows}
+        if sink is not None:
+            sink(rows)
+        parts[index].append({name: rows[name] for name in (held or rows)})
+
+    found = cc.label_each(labels, classes, connectivity, progress=progress, workers=workers, on_close=closed)
+    keep = [np.concatenate(k) for k in kept]
+    if root is not None:
+        paths = [instances_path(root, cls, time) for cls in classes]
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        cc.write_instances(found, labels, paths, voxel_size, unit, progress=progress, keep=keep, workers=workers)
+    return [Step(time, cls, tables.concatenate(p), c.voxels, c.shape) for cls, p, c in zip(classes, parts, found)]
 
 
 def summarise(step: Step) -> dict:
-    f, count = step.features, len(step.features["id"])
+    f, count = step.features, len(step.features["voxels"])
     mean = (lambda column: float(f[column].mean()) if count else 0.0)  # noqa: E731
     return {
         "time": step.time, "class": step.cls, "count": count,
@@ -78,7 +98,7 @@ def summarise(step: Step) -> dict:
         "average_major_axis": mean("major_axis"),
         "average_volume_voxels": mean("voxels"),
         "average_volume": mean("volume"),
-        "volume_fraction": step.components.voxels / float(np.prod(step.components.shape)),
+        "volume_fraction": step.voxels / float(np.prod(step.shape)),
         "volume_quantiles": dict(zip(("min", "p25", "median", "p75", "max"),
                                      np.quantile(f["volume"], [0, 0.25, 0.5, 0.75, 1]).tolist()))
         if count else None,
@@ -211,27 +231,33 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
     with claim_output(out, {f"labels {i}": absolute(p) for i, p in enumerate(paths)}, overwrite), \
             atomic_path(out) as tmp, cc.Workers(workers) as pool:
         tmp.mkdir()
-        steps = [measure(str(absolute(path)), c, time, connectivity, min_voxels, size, instances_path(tmp, c, time),
-                         unit, progress, pool)
-                 for time, path in enumerate(paths) for c in classes]
-        for c in classes:  # a class may be absent at some steps (a crack not yet started), not at all
-            if not any(step.components.voxels for step in steps if step.cls == c):
-                present = ", ".join(str(v) for v in cc.values_present(str(absolute(paths[0]))))
-                later = f" (nor any of the {len(paths) - 1} later volumes)" if len(paths) > 1 else ""
-                where = sources[0].name + later
-                raise SrjaxError(f"{where} has no voxel of class {c} (its values: {present}); pick --class from those")
-        features = tables.concatenate([step.features for step in steps])
-        moved = []
-        if len(sources) > 1:
-            moved, links, events = follow(sources, classes, features, tmp, min_overlap)
-            tables.write(links, tmp / "links.csv")
-            tables.write(events, tmp / "events.csv")
-            trajectory_figure(features, tmp / "trajectories.png", unit)
-        tables.write(features, tmp / "features.csv")
-        tables.write(features, tmp / "features.parquet")
+        # One volume's table is written as it is computed; a series' is held, to be tracked.
+        whole = len(paths) > 1 or near is not None
+        with tables.Writer(tmp / "features") as table_writer:
+            steps = [step for time, path in enumerate(paths)
+                     for step in measure(str(absolute(path)), classes, time, connectivity, min_voxels, size, tmp, unit,
+                                         progress, pool, None if whole else table_writer.write,
+                                         None if whole else SUMMARY_COLUMNS)]
+            for c in classes:  # a class may be absent at some steps (a crack not yet started), not at all
+                if not any(step.voxels for step in steps if step.cls == c):
+                    present = ", ".join(str(v) for v in cc.values_present(str(absolute(paths[0]))))
+                    later = f" (nor any of the {len(paths) - 1} later volumes)" if len(paths) > 1 else ""
+                    where = sources[0].name + later
+                    raise SrjaxError(f"{where} has no voxel of class {c} (its values: {present}); "
+                                     "pick --class from those")
+            summaries = [summarise(step) for step in steps]
+            features = tables.concatenate([step.features for step in steps])
+            steps.clear()  # the table holds the features now: one copy, not two
+            moved = []
+            if len(sources) > 1:
+                moved, links, events = follow(sources, classes, features, tmp, min_overlap)
+                tables.write(links, tmp / "links.csv")
+                tables.write(events, tmp / "events.csv")
+                trajectory_figure(features, tmp / "trajectories.png", unit)
+            if whole:
+                table_writer.write(features)
         if near is not None:
             write_graphs(features, links if len(sources) > 1 else None, near, size, tmp / "graphs")
-        summaries = [summarise(step) for step in steps]
         size_figure(features, tmp / "sizes.png", unit, f"feature sizes of {sources[0].name}"
                     + (f" and {len(sources) - 1} later volumes" if len(sources) > 1 else ""))
         record = {

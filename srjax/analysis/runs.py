@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srjax.analysis.moments import Sums
+from srjax.analysis.moments import BOX, Sums
 
 
 @dataclass(frozen=True)
@@ -69,4 +69,4 @@ def sums(runs: Runs, labels: np.ndarray, count: int, z0: int) -> Sums:
     low = np.stack([np.minimum.reduceat(c[order], bounds) for c in columns[0]], axis=1) if count else np.zeros((0, 3))
     high = np.stack([np.maximum.reduceat(c[order], bounds) for c in columns[1]], axis=1) if count else np.zeros((0, 3))
     return Sums(count=add(length).astype(np.int64), first=first.reshape(count, 3), second=second.reshape(count, 6),
-                low=low.astype(np.int64).reshape(count, 3), high=high.astype(np.int64).reshape(count, 3))
+                low=low.astype(BOX).reshape(count, 3), high=high.astype(BOX).reshape(count, 3))

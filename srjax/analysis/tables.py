@@ -6,6 +6,7 @@ temporary name and renamed into place; either can be read back.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,44 @@ def write(table: Table, path: Path) -> None:
             pq.write_table(arrow, tmp)
         else:
             pa_csv.write_csv(arrow, tmp)
+
+
+class Writer:
+    """A table written a batch of rows at a time to ``stem``.csv and ``stem``.parquet, so a
+    table too large to hold need never be; both appear only once the block exits cleanly.
+    Batches are gathered to at least ``rows`` rows (a Parquet row group each)."""
+
+    def __init__(self, stem: Path, rows: int = 1 << 18):
+        self.stem, self.rows = Path(stem), rows
+        self.pending, self.pending_rows = [], 0
+
+    def __enter__(self):
+        self.stack = contextlib.ExitStack().__enter__()
+        self.paths = [self.stack.enter_context(atomic_path(self.stem.with_suffix(s))) for s in (".csv", ".parquet")]
+        self.writers = None
+        return self
+
+    def write(self, table: Table) -> None:
+        self.pending.append(table)
+        self.pending_rows += len(next(iter(table.values())))
+        if self.pending_rows >= self.rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        arrow = pa.table({name: pa.array(column) for name, column in concatenate(self.pending).items()})
+        self.pending, self.pending_rows = [], 0
+        if self.writers is None:
+            self.writers = [pa_csv.CSVWriter(str(self.paths[0]), arrow.schema),
+                            pq.ParquetWriter(str(self.paths[1]), arrow.schema)]
+        for writer in self.writers:
+            writer.write_table(arrow)
+
+    def __exit__(self, *exc):
+        if self.pending and exc[0] is None:
+            self._flush()
+        for writer in self.writers or ():
+            writer.close()
+        return self.stack.__exit__(*exc)
 
 
 def read(path: str | Path) -> Table:
