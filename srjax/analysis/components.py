@@ -65,14 +65,15 @@ def face_pairs(upper: np.ndarray, lower: np.ndarray, connectivity: int) -> np.nd
     """
     reach = structure(connectivity)[2]
     height, width = upper.shape
-    pairs = []
+    span = np.int64(lower.max(initial=0)) + 1
+    keys = []  # a pair as one number, upper * span + lower: unique in one sort of int64
     for dy, dx in np.argwhere(reach) - 1:
         a = upper[max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
         b = lower[max(0, dy) : height - max(0, -dy), max(0, dx) : width - max(0, -dx)]
         both = (a > 0) & (b > 0)
-        pairs.append(np.stack([a[both], b[both]], axis=1))
-    pairs = np.concatenate(pairs)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+        keys.append(a[both] * span + b[both])
+    keys = np.unique(np.concatenate(keys))
+    return np.stack(np.divmod(keys, span), axis=1)
 
 
 @dataclass(frozen=True)
@@ -292,9 +293,10 @@ class _Merge:
         renamed = roots[group[:held]] != self.open_roots
         self.renamed_from.append(self.open_roots[renamed])
         self.renamed_to.append(roots[group[:held]][renamed])
-        on_last = np.unique(part.last_plane)
+        on_last = np.zeros(new + 1, bool)
+        on_last[part.last_plane] = True
         is_open = np.zeros(groups, bool)
-        is_open[group[held + on_last[on_last > 0] - 1]] = True
+        is_open[group[held + np.flatnonzero(on_last[1:])]] = True
         self._close(roots[~is_open], sums.take(~is_open))
         self.open_roots, self.open_sums = roots[is_open], sums.take(is_open)
         self.open_of_local = np.concatenate([[-1], (np.cumsum(is_open) - 1)[group[held:]]])

@@ -49,8 +49,11 @@ def table(sums: Sums, shape, voxel_size=None, first_id: int = 1) -> dict[str, np
     scale = np.asarray(voxel_size if voxel_size is not None else (1.0, 1.0, 1.0), np.float64)
     count = sums.count
     centroid = sums.first / np.maximum(count, 1)[:, None]
-    major_v, minor_v, _ = _axes(covariance(sums))
-    major, minor, direction = _axes(covariance(sums, scale))
+    major_v, minor_v, direction = _axes(covariance(sums))
+    if np.all(scale == scale[0]):  # lengths scale, the direction stays
+        major, minor = major_v * scale[0], minor_v * scale[0]
+    else:
+        major, minor, direction = _axes(covariance(sums, scale))
     volume = count * float(np.prod(scale))
     touches = (sums.low == 0).any(axis=1) | (sums.high == np.asarray(shape) - 1).any(axis=1)
     columns = {
