@@ -234,3 +234,30 @@ def test_growth_toward_counts_targets_ahead_against_the_room_there():
     assert at_surface["expected_ahead"] < 2  # the sample ends 3 voxels ahead: less room there
     moved = graphs.growth_toward(_growth_graph([15, 16]), 3, 1, 8, (21, 21, 40), [[0, 0, 4]])
     assert moved["ahead"] == 0  # the grower's shift was the sample's: it did not grow
+
+
+def test_table_written_in_batches_equals_the_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    whole = {"id": np.arange(1, 1001), "volume": rng.random(1000), "touches_surface": rng.random(1000) > 0.5}
+    with tables.Writer(tmp_path / "batches", rows=300) as writer:
+        for start in range(0, 1000, 70):
+            writer.write({name: column[start : start + 70] for name, column in whole.items()})
+    for suffix in (".csv", ".parquet"):
+        back = tables.read(tmp_path / f"batches{suffix}")
+        for name, column in whole.items():
+            np.testing.assert_array_equal(back[name], column)
+    with pytest.raises(RuntimeError), tables.Writer(tmp_path / "broken") as writer:
+        writer.write(whole)
+        raise RuntimeError("interrupted")
+    assert not list(tmp_path.glob("broken*"))
+
+
+def test_quantify_one_volume_streams_the_same_table_as_a_series_holds(tmp_path):
+    made = make_series(SeriesSpec(shape=(24, 64, 64), steps=1, seed=2))
+    io.write_volume(tmp_path / "t0.ome.zarr", made.labels[0])
+    streamed = quantify([tmp_path / "t0.ome.zarr"], [INCLUSION, PORE], tmp_path / "streamed", progress=False)
+    held = quantify([tmp_path / "t0.ome.zarr"], [INCLUSION, PORE], tmp_path / "held", progress=False, near=5.0)
+    assert streamed["steps"] == held["steps"]
+    a, b = tables.read(tmp_path / "streamed"), tables.read(tmp_path / "held")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
