@@ -155,7 +155,7 @@ def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int) -> 
                     local[0].copy(), local[-1].copy())
 
 
-_opened: dict = {}  # a worker process's sources, opened once
+_opened: dict = {}  # this process's label sources and instance writers, each opened once
 
 
 def _source(labels) -> Source:
