@@ -13,7 +13,7 @@ from srjax import io
 from srjax.analysis import graphs, tables
 from srjax.analysis.components import structure
 from srjax.analysis.query import query, select
-from srjax.analysis.quantify import quantify
+from srjax.analysis.quantify import follow, open_labels, quantify
 from srjax.cli import main
 from srjax.errors import SrjaxError
 from srjax.phantom4d import CLASS_NAMES, INCLUSION, PORE, CRACK, SeriesSpec, make_series, truth_events
@@ -212,6 +212,29 @@ def test_a_class_absent_from_early_steps_is_born_later(tmp_path):
     assert events["event"].tolist() == ["birth"] and events["time"].tolist() == [1]
     features = tables.read(tmp_path / "q" / "features.csv")
     assert features["voxels"].tolist() == [32, 50] and len(set(features["track"].tolist())) == 1
+
+
+def test_a_merge_of_many_features_lists_every_one(tmp_path):
+    """280 specks merge into a sheet while 280 others are born: the merge names all 280
+    ids, and the events' text columns are not padded to that longest row in memory."""
+    steps = [np.zeros((5, 40, 40), np.uint8) for _ in range(2)]
+    for labels in steps:
+        labels[:2, 30:, :25] = 2  # a block that stays put, for the registration to hold on to
+    steps[0][1, :28:2, ::2] = 1
+    steps[1][1, :28] = 1
+    steps[1][3, :28:2, ::2] = 1
+    paths = []
+    for t, labels in enumerate(steps):
+        paths.append(tmp_path / f"t{t}.ome.zarr")
+        io.write_volume(paths[-1], labels)
+    out = tmp_path / "q"
+    quantify(paths, [1], out, progress=False, workers=1)
+    events = tables.read(out / "events.csv")
+    merge = events["event"] == "merge"
+    assert merge.sum() == 1 and (events["event"] == "birth").sum() == 280
+    assert sorted(map(int, str(events["before"][merge][0]).split())) == list(range(1, 281))
+    _, _, held = follow([open_labels(p) for p in paths], [1], tables.read(out / "features.parquet"), out, 1)
+    assert held["before"].nbytes + held["after"].nbytes < 100_000
 
 
 def _growth_graph(targets_at):

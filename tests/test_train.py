@@ -192,6 +192,7 @@ def test_runs_that_differ_only_in_values_share_one_compiled_step(tmp_path, tiny_
     model = build_model(config.model.name, 4, config.model.width, config.model.dropout)
     params = jax.device_get(train.init_params(model, config.data.slices, config.data.crop, 0))  # never donated
     mesh = train.make_mesh()
+    train.compiled_step.cache_clear()  # other tests compile the same kind for batches of another structure
     for index, member in enumerate(MEMBERS):
         kind, built = _stage3_member(tmp_path / str(index), model, params, tiny_phantom, config, **member)
         train.train("stage3", kind, [built], mesh, checkpoint_every=100, read_threads=1, progress=False)

@@ -176,7 +176,11 @@ def follow(sources: list[Source], classes: list[int], features: tables.Table, ro
         for time, event, before, after in found:
             for name, value in zip(events, (time, c, event, " ".join(map(str, before)), " ".join(map(str, after)))):
                 events[name].append(value)
-    return moved, {k: np.asarray(v, np.int64) for k, v in links.items()}, {k: np.asarray(v) for k, v in events.items()}
+    # Object columns: a fixed-width string array pads every row to the longest (one merge of
+    # thousands of ids would make the column gigabytes).
+    text = {"event", "before", "after"}
+    return moved, {k: np.asarray(v, np.int64) for k, v in links.items()}, \
+        {k: np.asarray(v, object if k in text else np.int64) for k, v in events.items()}
 
 
 def write_graphs(features: tables.Table, links, near: float, voxel_size, root: Path) -> None:
