@@ -6,6 +6,7 @@ from scipy import ndimage
 from skimage.measure import regionprops
 
 from conftest import scipy_label_of
+from srjax.analysis import runs
 from srjax.analysis.components import face_pairs, label_components, structure
 from srjax.analysis.features import table
 
@@ -134,3 +135,14 @@ def test_several_selections_in_one_read_equal_each_alone():
         assert components.count == alone.count
         np.testing.assert_array_equal(ids_of(components, labels), ids_of(alone, labels))
         np.testing.assert_array_equal(components.sums.second, alone.sums.second)
+
+
+def test_runs_kept_on_disk_paint_the_labels_back(tmp_path):
+    """A slab's runs, saved and loaded, paint each voxel with its component's value and 0
+    elsewhere: the instance images are painted so, not labelled again."""
+    mask = np.random.default_rng(4).random((3, 17, 23)) < 0.4
+    local, _ = ndimage.label(mask)
+    found = runs.find_runs(mask)
+    runs.save(tmp_path / "slab", found, runs.run_labels(found, local))
+    loaded, ids = runs.load(tmp_path / "slab")
+    np.testing.assert_array_equal(runs.paint(loaded, ids), local)

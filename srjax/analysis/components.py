@@ -9,6 +9,9 @@ A component is numbered when no later slab can reach it, and its sums handed on 
 so a volume with millions of components never holds them all. On a volume that fits in
 memory the components are ``scipy.ndimage.label``'s, voxel for voxel, up to their
 numbering.
+
+The instance images are painted from each slab's runs, kept on disk from the labelling
+pass, so a volume is labelled once: labelling is most of the work.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class Components:
     ``first_id[s]`` is the tentative id of slab ``s``'s local label 1 and ``final`` maps a
     tentative id to the component's id, so a slab's local labels (the same each time they
     are computed) turn into final ids without another pass over its neighbours.
+    ``run_files`` (one per slab) hold the slabs' runs when they were kept for painting.
     """
 
     shape: tuple
@@ -96,6 +100,7 @@ class Components:
     count: int
     voxels: int
     sums: moments.Sums | None = None
+    run_files: tuple | None = None
 
     def lookup(self, index: int, keep: np.ndarray | None = None) -> np.ndarray:
         """Component id of each local id of slab ``index`` (0 for 0, and for a component
@@ -147,12 +152,21 @@ class SlabPart:
     last_plane: np.ndarray
 
 
-def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int) -> SlabPart:
+def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int,
+              keep_runs: Path | None = None) -> SlabPart:
+    """The slab's ``SlabPart``; with ``keep_runs``, its runs and their local ids saved there too."""
     mask = mask_of(slab, selected)
     local, count = ndimage.label(mask, structure(connectivity), output=np.int32)
     found = runs.find_runs(mask)
-    return SlabPart(count, int(np.count_nonzero(mask)), runs.sums(found, runs.run_labels(found, local), count, z0),
+    run_ids = runs.run_labels(found, local)
+    if keep_runs is not None:
+        runs.save(keep_runs, found, run_ids)
+    return SlabPart(count, int(np.count_nonzero(mask)), runs.sums(found, run_ids, count, z0),
                     local[0].copy(), local[-1].copy())
+
+
+def runs_file(directory: Path, selection_index: int, slab_index: int) -> Path:
+    return directory / f"selection{selection_index}-slab{slab_index}.npz"
 
 
 _opened: dict = {}  # this process's label sources and instance writers, each opened once
@@ -166,9 +180,11 @@ def _source(labels) -> Source:
     return as_source(labels)
 
 
-def _parts_task(labels, z0: int, z1: int, selections: tuple, connectivity: int) -> list[SlabPart]:
+def _parts_task(z0: int, z1: int, labels, selections: tuple, connectivity: int,
+                run_files: list | None) -> list[SlabPart]:
     slab = np.asarray(_source(labels).read(z0, z1))
-    return [slab_part(slab, z0, selected, connectivity) for selected in selections]
+    return [slab_part(slab, z0, selected, connectivity, run_files and run_files[i])
+            for i, selected in enumerate(selections)]
 
 
 @dataclass(frozen=True)
@@ -191,13 +207,12 @@ def _writer(target: Target) -> io.OmeZarrWriter:
     return _opened[key]
 
 
-def _instances_task(labels, z0: int, z1: int, selections: tuple, connectivity: int, lookups: list,
-                    targets: list[Target]) -> None:
-    """Paint slab [z0, z1) of each selection's instance image, in this process: the slabs
-    do not travel back to the main one."""
-    slab = np.asarray(_source(labels).read(z0, z1))
-    for selected, lookup, target in zip(selections, lookups, targets):
-        _writer(target)[z0:z1] = lookup[label_slab(slab, selected, connectivity)[0]]
+def _instances_task(z0: int, z1: int, run_files: list[Path], lookups: list, targets: list[Target]) -> None:
+    """Paint slab [z0, z1) of each selection's instance image from its saved runs, in this
+    process: the slabs do not travel back to the main one."""
+    for run_file, lookup, target in zip(run_files, lookups, targets):
+        found, run_ids = runs.load(run_file)
+        _writer(target)[z0:z1] = runs.paint(found, lookup[run_ids])
     for target in targets:
         _writer(target).wait()
 
@@ -221,18 +236,19 @@ class Workers:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def map(self, task, labels, bounds, args: tuple, desc: str, progress: bool) -> Iterator:
-        """``task(labels, z0, z1, *args[i])`` for each slab i of ``bounds``, in order, with a progress bar."""
+    def map(self, task, bounds, args: list, desc: str, progress: bool, parallel: bool = True) -> Iterator:
+        """``task(z0, z1, *args[i])`` for each slab i of ``bounds``, in order, with a progress
+        bar; in the workers unless not ``parallel`` (the arguments cannot travel)."""
         slices = bar(total=bounds[-1][1] if bounds else 0, desc=desc, unit="slice", disable=not progress)
-        parallel = self.pool is not None and isinstance(labels, (str, Path)) and len(bounds) > 1
+        parallel = parallel and self.pool is not None and len(bounds) > 1
         pending = deque()
         for index, (z0, z1) in enumerate(bounds):
             check_interrupt()
             if not parallel:
-                yield task(labels, z0, z1, *args[index])
+                yield task(z0, z1, *args[index])
                 slices.update(z1 - z0)
                 continue
-            pending.append((z1 - z0, self.pool.submit(task, labels, z0, z1, *args[index])))
+            pending.append((z1 - z0, self.pool.submit(task, z0, z1, *args[index])))
             while len(pending) > self.count:  # a bounded window: results wait in memory
                 depth, future = pending.popleft()
                 yield future.result()
@@ -322,11 +338,12 @@ def selection(selected) -> tuple:
 
 
 def label_each(labels, selections, connectivity: int = 6, slab: int | None = None, progress: bool = False,
-               workers: Workers | None = None, on_close=None) -> list[Components]:
+               workers: Workers | None = None, on_close=None, keep_runs: Path | None = None) -> list[Components]:
     """``label_components`` of each selection of ``selections``, reading the volume once.
     With ``on_close``, each selection's sums go to ``on_close(index of the selection, first
     id, sums)`` as its components close (ids first id, first id + 1, ...; at least once per
-    selection) instead of into ``Components.sums``."""
+    selection) instead of into ``Components.sums``. With ``keep_runs`` (a directory), the
+    slabs' runs are kept there for ``write_instances``."""
     shape = _source(labels).shape
     selections = tuple(selection(s) for s in selections)
     structure(connectivity)
@@ -339,12 +356,16 @@ def label_each(labels, selections, connectivity: int = 6, slab: int | None = Non
         else:
             on_close(index, first, sums)
 
+    files = [tuple(runs_file(keep_runs, i, s) for s in range(len(bounds))) if keep_runs else None
+             for i in range(len(selections))]
+    tasks = [(labels, selections, connectivity, keep_runs and [f[s] for f in files]) for s in range(len(bounds))]
     merges = [_Merge(connectivity, functools.partial(closed, index)) for index in range(len(selections))]
-    for parts in (workers or Workers(1)).map(_parts_task, labels, bounds, [(selections, connectivity)] * len(bounds),
-                                             "components", progress):
+    for parts in (workers or Workers(1)).map(_parts_task, bounds, tasks, "components", progress,
+                                             parallel=isinstance(labels, (str, Path))):
         for merge, part in zip(merges, parts):
             merge.add(part)
-    found = [merge.finish(shape, selected, bounds) for merge, selected in zip(merges, selections)]
+    found = [dataclasses.replace(merge.finish(shape, selected, bounds), run_files=f)
+             for merge, selected, f in zip(merges, selections, files)]
     if on_close is None:
         found = [dataclasses.replace(c, sums=moments.concatenate(sums)) for c, sums in zip(found, collected)]
     return found
@@ -358,14 +379,15 @@ def label_components(labels, selected, connectivity: int = 6, slab: int | None =
     return label_each(labels, [selected], connectivity, slab, progress, workers)[0]
 
 
-def write_instances(found: list[Components], labels, paths: list, voxel_size=None, unit: str | None = None,
+def write_instances(found: list[Components], paths: list, voxel_size=None, unit: str | None = None,
                     progress: bool = False, keep: list | None = None, workers: Workers | None = None) -> None:
-    """Each of ``found`` (components of one volume, ``labels``) as an OME-Zarr instance-label
-    image at the path of ``paths`` in the same place (0: not the class, or a component that
-    the mask in ``keep`` leaves out), reading the volume once."""
+    """Each of ``found`` (components of one volume, labelled with their runs kept) as an
+    OME-Zarr instance-label image at the path of ``paths`` (0: not the class, or a
+    component that the mask in ``keep`` leaves out), painted from the kept runs."""
+    if any(c.run_files is None for c in found):
+        raise ValueError("write_instances paints from kept runs: label with label_each(..., keep_runs=DIR)")
     keep = keep or [None] * len(found)
     bounds = found[0].slabs
-    selections = tuple(c.selected for c in found)
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(io.ome_zarr_writer(
             path, c.shape, instance_dtype(c.count), chunks=io.LABEL_CHUNKS, name="instances", voxel_size=voxel_size,
@@ -374,7 +396,7 @@ def write_instances(found: list[Components], labels, paths: list, voxel_size=Non
         targets = [Target(w.path, w.final, w.shape, instance_dtype(c.count), uuid.uuid4().hex)
                    for w, c in zip(writers, found)]
         stack.callback(lambda: [_opened.pop(("writer", t.token), None) for t in targets])
-        tasks = [(selections, found[0].connectivity, [c.lookup(index, k) for c, k in zip(found, keep)], targets)
+        tasks = [([c.run_files[index] for c in found], [c.lookup(index, k) for c, k in zip(found, keep)], targets)
                  for index in range(len(bounds))]
-        for _ in (workers or Workers(1)).map(_instances_task, labels, bounds, tasks, "instances", progress):
+        for _ in (workers or Workers(1)).map(_instances_task, bounds, tasks, "instances", progress):
             pass

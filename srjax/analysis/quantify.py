@@ -8,6 +8,8 @@ axis, average volume, volume fraction; in voxels and in physical units).
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels
             workers: cc.Workers | None = None, sink=None, held: tuple | None = None) -> list[Step]:
     """Components, features and (under ``root``) the instance image of each class of
     ``classes`` in one volume, ``labels`` (a path, or anything ``components`` reads),
-    reading it once for the components and once for the images. Feature rows go to
+    reading it once (the images are painted from the runs kept in a folder under ``root``). Feature rows go to
     ``sink`` (a ``tables.Writer``'s write) as their components close; each step holds
     the columns ``held`` of them (None: every column)."""
     shape = cc.volume_shape(labels)
@@ -79,13 +81,16 @@ def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels
             sink(rows)
         parts[index].append({name: rows[name] for name in (held or rows)})
 
-    found = cc.label_each(labels, classes, connectivity, progress=progress, workers=workers, on_close=closed)
-    keep = [np.concatenate(k) for k in kept]
-    if root is not None:
-        paths = [instances_path(root, cls, time) for cls in classes]
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        cc.write_instances(found, labels, paths, voxel_size, unit, progress=progress, keep=keep, workers=workers)
+    with contextlib.ExitStack() as stack:
+        keep_runs = None if root is None else Path(stack.enter_context(tempfile.TemporaryDirectory(dir=root)))
+        found = cc.label_each(labels, classes, connectivity, progress=progress, workers=workers, on_close=closed,
+                              keep_runs=keep_runs)
+        keep = [np.concatenate(k) for k in kept]
+        if root is not None:
+            paths = [instances_path(root, cls, time) for cls in classes]
+            for path in paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            cc.write_instances(found, paths, voxel_size, unit, progress=progress, keep=keep, workers=workers)
     return [Step(time, cls, tables.concatenate(p), c.voxels, c.shape) for cls, p, c in zip(classes, parts, found)]
 
 

@@ -10,6 +10,7 @@ built, and the cost is a pass over the mask plus work in the number of runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +71,28 @@ def sums(runs: Runs, labels: np.ndarray, count: int, z0: int) -> Sums:
     high = np.stack([np.maximum.reduceat(c[order], bounds) for c in columns[1]], axis=1) if count else np.zeros((0, 3))
     return Sums(count=add(length).astype(np.int64), first=first.reshape(count, 3), second=second.reshape(count, 6),
                 low=low.astype(BOX).reshape(count, 3), high=high.astype(BOX).reshape(count, 3))
+
+
+def save(path: Path, runs: Runs, ids: np.ndarray) -> None:
+    """``runs`` and their component ids, for ``paint`` in another pass or process."""
+    # int32 halves what a slab's runs take on disk: a slab's rows and a row's x fit in it.
+    with open(path, "wb") as file:  # np.savez would add ".npz" to a name without it
+        np.savez(file, shape=np.asarray(runs.shape), row=runs.row.astype(np.int32),
+                 start=runs.start.astype(np.int32), stop=runs.stop.astype(np.int32), ids=ids.astype(np.int32))
+
+
+def load(path: Path) -> tuple[Runs, np.ndarray]:
+    with np.load(path) as saved:
+        return Runs(tuple(saved["shape"].tolist()), saved["row"], saved["start"], saved["stop"]), saved["ids"]
+
+
+def paint(runs: Runs, values: np.ndarray) -> np.ndarray:
+    """A [Z, H, W] array of 0 with each run filled with its value of ``values``: work in the
+    runs' voxels, not the slab's."""
+    out = np.zeros(int(np.prod(runs.shape)), values.dtype)
+    length = runs.stop - runs.start
+    begin = runs.row.astype(np.int64) * runs.shape[2] + runs.start
+    # Voxel k of the runs laid end to end lies at begin[run] + (k - offset[run]).
+    shift = np.repeat(begin - (np.cumsum(length) - length), length)
+    out[shift + np.arange(len(shift))] = np.repeat(values, length)
+    return out.reshape(runs.shape)
