@@ -213,8 +213,7 @@ def _instances_task(z0: int, z1: int, run_files: list[Path], lookups: list, targ
     for run_file, lookup, target in zip(run_files, lookups, targets):
         found, run_ids = runs.load(run_file)
         _writer(target)[z0:z1] = runs.paint(found, lookup[run_ids])
-    for target in targets:
-        _writer(target).wait()
+        _writer(target).wait()  # one image's slab in memory at a time
 
 
 class Workers:

@@ -9,6 +9,7 @@ axis, average volume, volume fraction; in voxels and in physical units).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,12 @@ SUMMARY_COLUMNS = ("voxels", "volume", "major_axis", "major_axis_voxels", "equiv
 
 @dataclass(frozen=True)
 class Step:
-    """One class at one time step: its features, how many voxels it has, of how many."""
+    """One class at one time step: its features (one table, or from ``measure`` the list of
+    tables they closed in), how many voxels it has, of how many."""
 
     time: int
     cls: int
-    features: tables.Table
+    features: tables.Table | list[tables.Table]
     voxels: int
     shape: tuple
 
@@ -91,7 +93,7 @@ def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels
             for path in paths:
                 path.parent.mkdir(parents=True, exist_ok=True)
             cc.write_instances(found, paths, voxel_size, unit, progress=progress, keep=keep, workers=workers)
-    return [Step(time, cls, tables.concatenate(p), c.voxels, c.shape) for cls, p, c in zip(classes, parts, found)]
+    return [Step(time, cls, p, c.voxels, c.shape) for cls, p, c in zip(classes, parts, found)]
 
 
 def summarise(step: Step) -> dict:
@@ -238,15 +240,18 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
     size, unit = voxel_size_and_unit(sources[0], voxel_size, unit)
     out = absolute(out)
     with claim_output(out, {f"labels {i}": absolute(p) for i, p in enumerate(paths)}, overwrite), \
-            atomic_path(out) as tmp, cc.Workers(workers) as pool:
+            atomic_path(out) as tmp:
         tmp.mkdir()
         # One volume's table is written as it is computed; a series' is held, to be tracked.
         whole = len(paths) > 1 or near is not None
         with tables.Writer(tmp / "features") as table_writer:
-            steps = [step for time, path in enumerate(paths)
-                     for step in measure(str(absolute(path)), classes, time, connectivity, min_voxels, size, tmp, unit,
-                                         progress, pool, None if whole else table_writer.write,
-                                         None if whole else SUMMARY_COLUMNS)]
+            with cc.Workers(workers) as pool:  # gone, with their memory, before the tables and figures
+                steps = [step for time, path in enumerate(paths)
+                         for step in measure(str(absolute(path)), classes, time, connectivity, min_voxels, size, tmp,
+                                             unit, progress, pool, None if whole else table_writer.write,
+                                             None if whole else SUMMARY_COLUMNS)]
+            for index, step in enumerate(steps):  # in place: one step's batches and table held at once
+                steps[index] = dataclasses.replace(step, features=tables.concatenate(step.features))
             for c in classes:  # a class may be absent at some steps (a crack not yet started), not at all
                 if not any(step.voxels for step in steps if step.cls == c):
                     present = ", ".join(str(v) for v in cc.values_present(str(absolute(paths[0]))))
