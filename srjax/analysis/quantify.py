@@ -65,9 +65,9 @@ def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels
             workers: cc.Workers | None = None, sink=None, held: tuple | None = None) -> list[Step]:
     """Components, features and (under ``root``) the instance image of each class of
     ``classes`` in one volume, ``labels`` (a path, or anything ``components`` reads),
-    reading it once (the images are painted from the runs kept in a folder under ``root``). Feature rows go to
-    ``sink`` (a ``tables.Writer``'s write) as their components close; each step holds
-    the columns ``held`` of them (None: every column)."""
+    reading it once: the images are painted from the runs kept in a folder under ``root``.
+    Feature rows go to ``sink`` (a ``tables.Writer``'s write) as their components close;
+    each step holds the columns ``held`` of them (None: every column)."""
     shape = cc.volume_shape(labels)
     kept, parts = [[] for _ in classes], [[] for _ in classes]
 
