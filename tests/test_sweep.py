@@ -25,20 +25,19 @@ from srjax.pipeline import run_pipeline
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 SWEEP_FILE = """
-from srjax.config import apply_overrides
 from srjax.phantom import PhantomSpec
 from srjax.sweep import Sweep, grid, sized
 
 
 def sweep(size):
-    base = apply_overrides(sized(size)[0], {overrides})
+    base, _ = sized(size)
     volumes = {{"phantom": PhantomSpec(shape=(8, 40, 40), seed=5)}}
     return Sweep("test", base, volumes, grid(volumes, {axes}, {seeds}))
 """
 
 
-def _write_sweep(path: Path, axes: dict, seeds=(0,), overrides=()) -> Path:
-    path.write_text(SWEEP_FILE.format(axes=repr(axes), seeds=repr(tuple(seeds)), overrides=repr(list(overrides))))
+def _write_sweep(path: Path, axes: dict, seeds=(0,)) -> Path:
+    path.write_text(SWEEP_FILE.format(axes=repr(axes), seeds=repr(tuple(seeds))))
     return path
 
 
@@ -305,13 +304,8 @@ def test_results_markdown_splits_every_axis_by_volume_with_the_iou_of_each_class
 
 def test_members_that_differ_only_in_values_train_as_one_population(tmp_path):
     """Two seeds and two confidences: stage 2 trains as a population of two (one per seed),
-    stage 3 as one of four, each member ending where it ends trained one by one.
-
-    Without dropout: on jax 0.12.1 a member with dropout lands 1e-4 off its lone run after
-    two steps, though its keys and batches match the lone run's and so does its gradient
-    with dropout (to 5e-8); without dropout the two agree to 3e-8, as on jax 0.10.2 with it."""
-    file = _write_sweep(tmp_path / "values.py", {"stage3.confidence": [0.5, 0.7]}, seeds=(0, 1),
-                        overrides=["model.dropout=0"])
+    stage 3 as one of four, each member ending where it ends trained one by one."""
+    file = _write_sweep(tmp_path / "values.py", {"stage3.confidence": [0.5, 0.7]}, seeds=(0, 1))
     study = sweep.load(file, "tiny")
     for populations in (True, False):
         sweep.run_sweep(study, tmp_path / str(populations), "tiny", populations=populations, progress=False)
