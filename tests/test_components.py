@@ -7,7 +7,7 @@ from skimage.measure import regionprops
 
 from conftest import scipy_label_of
 from srjax.analysis import runs
-from srjax.analysis.components import face_pairs, label_components, structure
+from srjax.analysis.components import face_pairs, label_components, painted, structure
 from srjax.analysis.features import table
 
 
@@ -25,42 +25,42 @@ def scipy_ids(labels, cls, connectivity):
     return ids
 
 
-def ids_of(components, labels):
-    return np.concatenate([components.instances(index, labels[z0:z1]) for index, (z0, z1) in
-                           enumerate(components.slabs)])
+def ids_of(components):
+    """The volume as component ids, painted from the kept runs as the instance images are."""
+    return np.concatenate([painted(file, components.lookup(index)) for index, file in enumerate(components.run_files)])
 
 
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
 @pytest.mark.parametrize("slab", [1, 3, 7])
-def test_components_equal_scipys_ids(connectivity, slab):
+def test_components_equal_scipys_ids(connectivity, slab, tmp_path):
     labels = blobs((23, 31, 29), 0.3, seed=connectivity + slab)
-    components = label_components(labels, 2, connectivity, slab=slab)
+    components = label_components(labels, 2, connectivity, slab=slab, keep_runs=tmp_path)
     expected = scipy_ids(labels, 2, connectivity)
     assert components.count == expected.max()
-    scipy_label_of(ids_of(components, labels), expected)
+    scipy_label_of(ids_of(components), expected)
 
 
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
-def test_touching_only_at_an_edge_or_a_corner_across_slabs(connectivity):
+def test_touching_only_at_an_edge_or_a_corner_across_slabs(connectivity, tmp_path):
     labels = np.zeros((4, 7, 7), np.uint8)
     labels[1, 1, 1] = labels[2, 2, 2] = 1  # corner across the face between slabs 1 and 2
     labels[1, 5, 1] = labels[2, 5, 2] = 1  # edge
     labels[1, 1, 5] = labels[2, 1, 5] = 1  # face
-    components = label_components(labels, 1, connectivity, slab=2)
+    components = label_components(labels, 1, connectivity, slab=2, keep_runs=tmp_path)
     expected = {6: 5, 18: 4, 26: 3}[connectivity]
     assert components.count == scipy_ids(labels, 1, connectivity).max() == expected
-    scipy_label_of(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
+    scipy_label_of(ids_of(components), scipy_ids(labels, 1, connectivity))
 
 
-def test_a_component_winding_through_every_slab():
+def test_a_component_winding_through_every_slab(tmp_path):
     labels = np.zeros((12, 9, 9), np.uint8)
     for z in range(12):  # a helix that leaves and re-enters each slab's face at another place
         labels[z, 4 + int(3 * np.cos(z)), 4 + int(3 * np.sin(z))] = 1
     labels[:, 0, 0] = 1
     labels[11, 0, 1:] = 1
     for connectivity in (6, 26):
-        components = label_components(labels, 1, connectivity, slab=1)
-        scipy_label_of(ids_of(components, labels), scipy_ids(labels, 1, connectivity))
+        components = label_components(labels, 1, connectivity, slab=1, keep_runs=tmp_path)
+        scipy_label_of(ids_of(components), scipy_ids(labels, 1, connectivity))
 
 
 def test_face_pairs_of_six_connectivity_are_straight_below():
@@ -77,13 +77,13 @@ def test_no_voxel_of_the_class():
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.75)])
-def test_features_equal_regionprops(spacing):
+def test_features_equal_regionprops(spacing, tmp_path):
     labels = blobs((20, 40, 36), 0.25, seed=3, smooth=2.0)
-    components = label_components(labels, 2, 26, slab=4)
+    components = label_components(labels, 2, 26, slab=4, keep_runs=tmp_path)
     features = table(components.sums, labels.shape, spacing)
     plain = table(components.sums, labels.shape)
     expected = scipy_ids(labels, 2, 26)
-    theirs = scipy_label_of(ids_of(components, labels), expected)[features["id"]]
+    theirs = scipy_label_of(ids_of(components), expected)[features["id"]]
     props = [regionprops(expected, spacing=spacing)[label - 1] for label in theirs]
     unit_props = [regionprops(expected)[label - 1] for label in theirs]
     assert len(props) == components.count > 10
@@ -125,15 +125,16 @@ def test_worker_processes_give_the_same_components(tmp_path):
         np.testing.assert_array_equal(getattr(components.sums, field), getattr(serial.sums, field))
 
 
-def test_several_selections_in_one_read_equal_each_alone():
+def test_several_selections_in_one_read_equal_each_alone(tmp_path):
     from srjax.analysis.components import label_each
 
     labels = blobs((15, 30, 28), 0.3, seed=8)
-    together = label_each(labels, [1, 2, (1, 2)], 18, slab=4)
+    (tmp_path / "together").mkdir()
+    together = label_each(labels, [1, 2, (1, 2)], 18, slab=4, keep_runs=tmp_path / "together")
     for selected, components in zip([1, 2, (1, 2)], together):
-        alone = label_components(labels, selected, 18, slab=4)
+        alone = label_components(labels, selected, 18, slab=4, keep_runs=tmp_path)
         assert components.count == alone.count
-        np.testing.assert_array_equal(ids_of(components, labels), ids_of(alone, labels))
+        np.testing.assert_array_equal(ids_of(components), ids_of(alone))
         np.testing.assert_array_equal(components.sums.second, alone.sums.second)
 
 

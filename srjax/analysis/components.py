@@ -110,10 +110,6 @@ class Components:
             final = np.where(keep[final - 1], final, 0)
         return np.concatenate([[0], final]).astype(instance_dtype(self.count))
 
-    def instances(self, index: int, slab: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-        """Slab ``index`` (its labels ``slab``) as component ids."""
-        return self.lookup(index, keep)[label_slab(slab, self.selected, self.connectivity)[0]]
-
 
 def instance_dtype(count: int) -> np.dtype:
     return np.dtype(np.uint32) if count < 2**32 else np.dtype(np.uint64)
@@ -134,11 +130,6 @@ def values_present(labels) -> list[int]:
 
 def mask_of(labels: np.ndarray, selected: tuple) -> np.ndarray:
     return np.isin(labels, selected) if len(selected) > 1 else labels == selected[0]
-
-
-def label_slab(labels: np.ndarray, selected: tuple, connectivity: int) -> tuple[np.ndarray, int]:
-    """The slab's components (local ids 1..count, scipy's) and how many."""
-    return ndimage.label(mask_of(labels, selected), structure(connectivity), output=np.int32)
 
 
 @dataclass(frozen=True)
@@ -167,6 +158,12 @@ def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int,
 
 def runs_file(directory: Path, selection_index: int, slab_index: int) -> Path:
     return directory / f"selection{selection_index}-slab{slab_index}.npz"
+
+
+def painted(run_file: Path, lookup: np.ndarray) -> np.ndarray:
+    """A slab as component ids, from its kept runs and ``Components.lookup``."""
+    found, run_ids = runs.load(run_file)
+    return runs.paint(found, lookup[run_ids])
 
 
 _opened: dict = {}  # this process's label sources and instance writers, each opened once
@@ -211,8 +208,7 @@ def _instances_task(z0: int, z1: int, run_files: list[Path], lookups: list, targ
     """Paint slab [z0, z1) of each selection's instance image from its saved runs, in this
     process: the slabs do not travel back to the main one."""
     for run_file, lookup, target in zip(run_files, lookups, targets):
-        found, run_ids = runs.load(run_file)
-        _writer(target)[z0:z1] = runs.paint(found, lookup[run_ids])
+        _writer(target)[z0:z1] = painted(run_file, lookup)
         _writer(target).wait()  # one image's slab in memory at a time
 
 
@@ -371,11 +367,11 @@ def label_each(labels, selections, connectivity: int = 6, slab: int | None = Non
 
 
 def label_components(labels, selected, connectivity: int = 6, slab: int | None = None, progress: bool = False,
-                     workers: Workers | None = None) -> Components:
+                     workers: Workers | None = None, keep_runs: Path | None = None) -> Components:
     """The connected components of the voxels whose value is in ``selected`` (a class id or
     several), as ``Components`` with their sums; ``labels`` is a path (then ``workers``
     share the slabs), a ``Source``, a TensorStore or an array [z, y, x]."""
-    return label_each(labels, [selected], connectivity, slab, progress, workers)[0]
+    return label_each(labels, [selected], connectivity, slab, progress, workers, keep_runs=keep_runs)[0]
 
 
 def write_instances(found: list[Components], paths: list, voxel_size=None, unit: str | None = None,
