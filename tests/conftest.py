@@ -1,10 +1,19 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 # The tests are bound by compile time, not run time: XLA compiles a third faster unoptimised.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 # Four simulated CPU devices for the data-parallel tests; must be set before JAX starts.
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 {FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests, and the commands they start, compile the same tiny steps: one compilation cache
+# for the session (this process and every command it starts) compiles each of them once.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="srjax-tests-xla-")
+atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # unoptimised, each compile is quick
 
 import json  # noqa: E402
 import socket  # noqa: E402

@@ -213,9 +213,9 @@ def test_every_study_plans_and_checks_at_every_size(study, tmp_path):
             loaded.config(member)  # every override is a valid key and value
 
 
-# A study with more members than this runs a share of its first ones end to end; the rest
-# differ only in a model or loss that test_models and test_losses already build and check.
-MEMBERS_RUN = 4
+# A study with more members than this runs its first ones end to end; the rest differ only
+# in a model, loss or stage setting that test_models, test_losses and test_train build and check.
+MEMBERS_RUN = 2
 
 
 def _run_study(file: Path, out: Path, members: list[str]) -> subprocess.CompletedProcess:

@@ -248,7 +248,8 @@ def test_a_teacher_with_eight_views_labels_each_crop_with_their_average():
     """With ``teacher_views=8`` the teacher's labels of any weak view are the argmax of the
     8-view average, worked out here on the crop as read; with one view they are not."""
     model, params, images = _tiny_net()
-    average = sum(augment.dihedral_all(jax.nn.softmax(model.apply({"params": params}, augment.dihedral_all(images, v))),
+    apply = jax.jit(model.apply)
+    average = sum(augment.dihedral_all(jax.nn.softmax(apply({"params": params}, augment.dihedral_all(images, v))),
                                        augment.DIHEDRAL_INVERSE[v]) for v in range(8))
     batch = {"image": images, "label": jnp.asarray(average.argmax(-1))}
     values = {"loss": loss_values(cfg.LossConfig()), **train.unbiased_teacher_values(cfg.Stage3Config())}
@@ -256,8 +257,9 @@ def test_a_teacher_with_eight_views_labels_each_crop_with_their_average():
     agreement = {}
     for views in (1, 8):
         state = train.teacher_student_state(params, optimizer, values)
-        _, metrics = train.unbiased_teacher_step(state, batch, jax.random.key(2), model=model, optimizer=optimizer,
-                                                 loss_fn=train.pixel_loss("label_smoothing"), teacher_views=views)
+        step = jax.jit(functools.partial(train.unbiased_teacher_step, model=model, optimizer=optimizer,
+                                         loss_fn=train.pixel_loss("label_smoothing"), teacher_views=views))
+        _, metrics = step(state, batch, jax.random.key(2))
         agreement[views] = float(metrics["pseudo_agreement"])
     assert agreement[8] == 1.0 and agreement[1] < 1.0
 
