@@ -63,11 +63,37 @@ def test_a_component_winding_through_every_slab(tmp_path):
         scipy_label_of(ids_of(components), scipy_ids(labels, 1, connectivity))
 
 
+def plane_runs(plane):
+    """A labelled plane as face_pairs takes it: its runs and their labels."""
+    found = runs.find_runs(plane[None] > 0)
+    return found, runs.run_labels(found, plane[None])
+
+
+def voxel_face_pairs(upper, lower, connectivity):
+    """Every (upper, lower) label pair of voxels the structure joins, voxel by voxel."""
+    height, width = upper.shape
+    pairs = set()
+    for dy, dx in np.argwhere(structure(connectivity)[2]) - 1:
+        for y, x in np.argwhere(upper > 0):
+            if 0 <= y + dy < height and 0 <= x + dx < width and lower[y + dy, x + dx]:
+                pairs.add((int(upper[y, x]), int(lower[y + dy, x + dx])))
+    return sorted(pairs)
+
+
 def test_face_pairs_of_six_connectivity_are_straight_below():
-    upper = np.array([[1, 0], [0, 2]])
-    lower = np.array([[3, 4], [0, 5]])
-    assert face_pairs(upper, lower, 6).tolist() == [[1, 3], [2, 5]]
-    assert face_pairs(upper, lower, 26).tolist() == [[1, 3], [1, 4], [1, 5], [2, 3], [2, 4], [2, 5]]
+    upper = np.array([[1, 0, 0], [0, 0, 2]])
+    lower = np.array([[3, 0, 4], [0, 5, 5]])
+    assert face_pairs(*plane_runs(upper), *plane_runs(lower), 6).tolist() == [[1, 3], [2, 5]]
+    assert face_pairs(*plane_runs(upper), *plane_runs(lower), 26).tolist() == [[1, 3], [1, 5], [2, 4], [2, 5]]
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_face_pairs_of_runs_equal_the_voxels_pairs(connectivity):
+    rng = np.random.default_rng(connectivity)
+    for _ in range(20):  # runs that end at the planes' edges, one voxel long, touching only diagonally
+        upper, lower = (ndimage.label(rng.random((7, 9)) < 0.5)[0] for _ in range(2))
+        pairs = face_pairs(*plane_runs(upper), *plane_runs(lower), connectivity)
+        assert [tuple(p) for p in pairs.tolist()] == voxel_face_pairs(upper, lower, connectivity)
 
 
 def test_no_voxel_of_the_class():

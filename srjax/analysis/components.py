@@ -17,6 +17,7 @@ pass, so a volume is labelled once: labelling is most of the work.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import multiprocessing
@@ -59,23 +60,34 @@ def slabs(shape, depth: int) -> list[tuple[int, int]]:
     return [(z, min(z + depth, shape[0])) for z in range(0, shape[0], depth)]
 
 
-def face_pairs(upper: np.ndarray, lower: np.ndarray, connectivity: int) -> np.ndarray:
+def face_pairs(upper: runs.Runs, upper_ids: np.ndarray, lower: runs.Runs, lower_ids: np.ndarray,
+               connectivity: int) -> np.ndarray:
     """Pairs (upper id, lower id) of labels that touch across the face between two planes.
 
-    ``upper`` is the last plane of a slab, ``lower`` the first of the next; a voxel touches
-    the voxels of the next plane that the connectivity's structure reaches (only the one
-    straight below for 6; its edge neighbours too for 18; all nine for 26).
+    ``upper`` holds the runs of the last plane of a slab, ``lower`` those of the first of
+    the next, each with its runs' ids; a voxel touches the voxels of the next plane that the
+    connectivity's structure reaches (only the one straight below for 6; its edge
+    neighbours too for 18; all nine for 26). Runs, not voxels, are compared: an upper run
+    touches the lower runs of a reached row that overlap it, widened by one where the
+    structure reaches diagonally along the row.
     """
     reach = structure(connectivity)[2]
-    height, width = upper.shape
-    span = np.int64(lower.max(initial=0)) + 1
-    keys = []  # a pair as one number, upper * span + lower: unique in one sort of int64
-    for dy, dx in np.argwhere(reach) - 1:
-        a = upper[max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
-        b = lower[max(0, dy) : height - max(0, -dy), max(0, dx) : width - max(0, -dx)]
-        both = (a > 0) & (b > 0)
-        keys.append(a[both] * span + b[both])
-    keys = np.unique(np.concatenate(keys))
+    width = upper.shape[2] + 2  # a key row * width + x stays inside its row, even widened by one
+    lower_starts, lower_stops = lower.row * width + lower.start, lower.row * width + lower.stop
+    upper_index, lower_index = [], []
+    for dy in (-1, 0, 1):
+        if not reach[dy + 1].any():
+            continue
+        widen = int(reach[dy + 1, 0])
+        row = (upper.row + dy) * width
+        # The lower runs of that row overlapping [start - widen, stop + widen) are consecutive.
+        first = np.searchsorted(lower_stops, row + upper.start - widen, side="right")
+        count = np.maximum(np.searchsorted(lower_starts, row + upper.stop + widen, side="left") - first, 0)
+        offset = np.repeat(first - (np.cumsum(count) - count), count)
+        upper_index.append(np.repeat(np.arange(len(upper)), count))
+        lower_index.append(offset + np.arange(len(offset)))
+    span = np.int64(lower_ids.max(initial=0)) + 1
+    keys = np.unique(upper_ids[np.concatenate(upper_index)] * span + lower_ids[np.concatenate(lower_index)])
     return np.stack(np.divmod(keys, span), axis=1)
 
 
@@ -134,13 +146,14 @@ def mask_of(labels: np.ndarray, selected: tuple) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SlabPart:
-    """What the merge needs of one slab: its components' sums and its face planes' local ids."""
+    """What the merge needs of one slab: its components' sums and the runs of its first and
+    last planes with their local ids."""
 
     count: int
     voxels: int
     sums: moments.Sums
-    first_plane: np.ndarray
-    last_plane: np.ndarray
+    first_plane: tuple[runs.Runs, np.ndarray]
+    last_plane: tuple[runs.Runs, np.ndarray]
 
 
 def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int,
@@ -153,7 +166,7 @@ def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int,
     if keep_runs is not None:
         runs.save(keep_runs, found, run_ids)
     return SlabPart(count, int(np.count_nonzero(mask)), runs.sums(found, run_ids, count, z0),
-                    local[0].copy(), local[-1].copy())
+                    runs.plane(found, run_ids, 0), runs.plane(found, run_ids, len(slab) - 1))
 
 
 def runs_file(directory: Path, selection_index: int, slab_index: int) -> Path:
@@ -212,6 +225,23 @@ def _instances_task(z0: int, z1: int, run_files: list[Path], lookups: list, targ
         _writer(target).wait()  # one image's slab in memory at a time
 
 
+def _keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed blocks for reuse instead of returning them to the system.
+
+    A slab's arrays and TensorStore's chunk buffers (tens of megabytes each) are freed
+    and allocated again for every slab; returned to the system, each comes back page by
+    page, and those page faults took about a third of a worker's CPU time. A worker's
+    footprint is one slab's working set, so keeping it costs little. No-op off glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mallopt(m_mmap_threshold, 1 << 26)  # blocks up to 64 MB come from (and go back to) the heap
+    mallopt(m_trim_threshold, 1 << 30)
+
+
 class Workers:
     """Processes that work on slabs of volumes named by path, each opening a volume once.
 
@@ -222,7 +252,8 @@ class Workers:
         self.count = count or len(os.sched_getaffinity(0))
         self.pool = None
         if self.count > 1:
-            self.pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_keep_freed_memory)
 
     def __enter__(self):
         return self
@@ -291,7 +322,7 @@ class _Merge:
         if self.last_plane is None:
             pairs = np.zeros((0, 2), np.int64)
         else:
-            touching = face_pairs(self.last_plane, part.first_plane, self.connectivity)
+            touching = face_pairs(*self.last_plane, *part.first_plane, self.connectivity)
             pairs = np.stack([self.open_of_local[touching[:, 0]], held + touching[:, 1] - 1], axis=1)
         nodes = held + new  # the open groups, then this slab's components
         graph = sparse.coo_matrix((np.ones(len(pairs), bool), (pairs[:, 0], pairs[:, 1])), shape=(nodes, nodes))
@@ -305,7 +336,7 @@ class _Merge:
         self.renamed_from.append(self.open_roots[renamed])
         self.renamed_to.append(roots[group[:held]][renamed])
         on_last = np.zeros(new + 1, bool)
-        on_last[part.last_plane] = True
+        on_last[part.last_plane[1]] = True
         is_open = np.zeros(groups, bool)
         is_open[group[held + np.flatnonzero(on_last[1:])]] = True
         self._close(roots[~is_open], sums.take(~is_open))

@@ -46,6 +46,14 @@ def run_labels(runs: Runs, labels: np.ndarray) -> np.ndarray:
     return labels.reshape(-1)[runs.row * runs.shape[2] + runs.start]
 
 
+def plane(runs: Runs, ids: np.ndarray, z: int) -> tuple[Runs, np.ndarray]:
+    """The runs of the slab's plane ``z``, as runs of a one-plane slab, and their ids."""
+    height = runs.shape[1]
+    first, last = np.searchsorted(runs.row, [z * height, (z + 1) * height])
+    return Runs((1, height, runs.shape[2]), runs.row[first:last] - z * height, runs.start[first:last],
+                runs.stop[first:last]), ids[first:last]
+
+
 def _square_sum(n: np.ndarray) -> np.ndarray:
     """0² + 1² + ... + (n - 1)²."""
     return (n - 1) * n * (2 * n - 1) / 6
