@@ -63,10 +63,24 @@ def test_a_component_winding_through_every_slab(tmp_path):
         scipy_label_of(ids_of(components), scipy_ids(labels, 1, connectivity))
 
 
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_runs_label_like_scipy_and_number_alike(connectivity, density):
+    rng = np.random.default_rng(int(density * 10) + connectivity)
+    for shape in [(1, 1, 1), (1, 1, 9), (4, 1, 7), (3, 11, 13), (9, 17, 5)]:
+        mask = rng.random(shape) < density
+        found = runs.find_runs(mask)
+        count, ids = runs.label(found, structure(connectivity))
+        expected, expected_count = ndimage.label(mask, structure(connectivity))
+        assert count == expected_count
+        np.testing.assert_array_equal(ids, expected.reshape(-1)[found.row * shape[2] + found.start])
+        np.testing.assert_array_equal(runs.paint(found, ids), expected)
+
+
 def plane_runs(plane):
     """A labelled plane as face_pairs takes it: its runs and their labels."""
     found = runs.find_runs(plane[None] > 0)
-    return found, runs.run_labels(found, plane[None])
+    return found, plane.reshape(-1)[found.row * plane.shape[1] + found.start]
 
 
 def voxel_face_pairs(upper, lower, connectivity):
@@ -170,6 +184,6 @@ def test_runs_kept_on_disk_paint_the_labels_back(tmp_path):
     mask = np.random.default_rng(4).random((3, 17, 23)) < 0.4
     local, _ = ndimage.label(mask)
     found = runs.find_runs(mask)
-    runs.save(tmp_path / "slab", found, runs.run_labels(found, local))
+    runs.save(tmp_path / "slab", found, runs.label(found, structure(6))[1])
     loaded, ids = runs.load(tmp_path / "slab")
     np.testing.assert_array_equal(runs.paint(loaded, ids), local)

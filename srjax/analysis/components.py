@@ -1,8 +1,7 @@
 """3-D connected components of one class of a label volume, slab by slab.
 
-The volume is never held: each slab of whole slices is read, labelled with
-``scipy.ndimage.label`` and reduced to per-component sums through its runs (``runs``,
-``moments``); components of neighbouring slabs that touch across the face between
+The volume is never held: each slab of whole slices is read, its mask cut into runs,
+labelled through them and reduced to per-component sums (``runs``, ``moments``); components of neighbouring slabs that touch across the face between
 them are joined as a graph of touching pairs solved by ``scipy.sparse.csgraph`` (the
 way dask-image merges blocks), one face at a time.
 A component is numbered when no later slab can reach it, and its sums handed on then,
@@ -67,27 +66,14 @@ def face_pairs(upper: runs.Runs, upper_ids: np.ndarray, lower: runs.Runs, lower_
     ``upper`` holds the runs of the last plane of a slab, ``lower`` those of the first of
     the next, each with its runs' ids; a voxel touches the voxels of the next plane that the
     connectivity's structure reaches (only the one straight below for 6; its edge
-    neighbours too for 18; all nine for 26). Runs, not voxels, are compared: an upper run
-    touches the lower runs of a reached row that overlap it, widened by one where the
-    structure reaches diagonally along the row.
+    neighbours too for 18; all nine for 26).
     """
     reach = structure(connectivity)[2]
-    width = upper.shape[2] + 2  # a key row * width + x stays inside its row, even widened by one
-    lower_starts, lower_stops = lower.row * width + lower.start, lower.row * width + lower.stop
-    upper_index, lower_index = [], []
-    for dy in (-1, 0, 1):
-        if not reach[dy + 1].any():
-            continue
-        widen = int(reach[dy + 1, 0])
-        row = (upper.row + dy) * width
-        # The lower runs of that row overlapping [start - widen, stop + widen) are consecutive.
-        first = np.searchsorted(lower_stops, row + upper.start - widen, side="right")
-        count = np.maximum(np.searchsorted(lower_starts, row + upper.stop + widen, side="left") - first, 0)
-        offset = np.repeat(first - (np.cumsum(count) - count), count)
-        upper_index.append(np.repeat(np.arange(len(upper)), count))
-        lower_index.append(offset + np.arange(len(offset)))
+    found = [runs.touching(upper, upper.row + dy, lower, int(reach[dy + 1, 0])) for dy in (-1, 0, 1)
+             if reach[dy + 1].any()]
+    upper_index, lower_index = (np.concatenate(side) for side in zip(*found))
     span = np.int64(lower_ids.max(initial=0)) + 1
-    keys = np.unique(upper_ids[np.concatenate(upper_index)] * span + lower_ids[np.concatenate(lower_index)])
+    keys = np.unique(upper_ids[upper_index] * span + lower_ids[lower_index])
     return np.stack(np.divmod(keys, span), axis=1)
 
 
@@ -159,13 +145,11 @@ class SlabPart:
 def slab_part(slab: np.ndarray, z0: int, selected: tuple, connectivity: int,
               keep_runs: Path | None = None) -> SlabPart:
     """The slab's ``SlabPart``; with ``keep_runs``, its runs and their local ids saved there too."""
-    mask = mask_of(slab, selected)
-    local, count = ndimage.label(mask, structure(connectivity), output=np.int32)
-    found = runs.find_runs(mask)
-    run_ids = runs.run_labels(found, local)
+    found = runs.find_runs(mask_of(slab, selected))
+    count, run_ids = runs.label(found, structure(connectivity))
     if keep_runs is not None:
         runs.save(keep_runs, found, run_ids)
-    return SlabPart(count, int(np.count_nonzero(mask)), runs.sums(found, run_ids, count, z0),
+    return SlabPart(count, int((found.stop - found.start).sum()), runs.sums(found, run_ids, count, z0),
                     runs.plane(found, run_ids, 0), runs.plane(found, run_ids, len(slab) - 1))
 
 
@@ -275,7 +259,7 @@ class Workers:
                 slices.update(z1 - z0)
                 continue
             pending.append((z1 - z0, self.pool.submit(task, z0, z1, *args[index])))
-            while len(pending) > self.count:  # a bounded window: results wait in memory
+            while len(pending) > 3 * self.count:  # a bounded window: results wait in memory
                 depth, future = pending.popleft()
                 yield future.result()
                 slices.update(depth)

@@ -18,6 +18,11 @@ from srjax.errors import SrjaxError
 from srjax.outputs import atomic_path
 
 Table = dict[str, np.ndarray]
+# Dictionary encoding does not shrink measured columns (few repeated values) and took most
+# of the time of writing them; CSV rows are formatted in batches larger than pyarrow's
+# default 1024, which saves a sixth of the time.
+PARQUET_OPTIONS = {"use_dictionary": False}
+CSV_OPTIONS = pa_csv.WriteOptions(batch_size=1 << 16)
 
 
 def concatenate(tables: list[Table]) -> Table:
@@ -29,9 +34,9 @@ def write(table: Table, path: Path) -> None:
     arrow = pa.table({name: pa.array(column) for name, column in table.items()})
     with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
-            pq.write_table(arrow, tmp)
+            pq.write_table(arrow, tmp, **PARQUET_OPTIONS)
         else:
-            pa_csv.write_csv(arrow, tmp)
+            pa_csv.write_csv(arrow, tmp, write_options=CSV_OPTIONS)
 
 
 class Writer:
@@ -59,8 +64,8 @@ class Writer:
         arrow = pa.table({name: pa.array(column) for name, column in concatenate(self.pending).items()})
         self.pending, self.pending_rows = [], 0
         if self.writers is None:
-            self.writers = [pa_csv.CSVWriter(str(self.paths[0]), arrow.schema),
-                            pq.ParquetWriter(str(self.paths[1]), arrow.schema)]
+            self.writers = [pa_csv.CSVWriter(str(self.paths[0]), arrow.schema, write_options=CSV_OPTIONS),
+                            pq.ParquetWriter(str(self.paths[1]), arrow.schema, **PARQUET_OPTIONS)]
         for writer in self.writers:
             writer.write_table(arrow)
 
