@@ -27,7 +27,8 @@ def scipy_ids(labels, cls, connectivity):
 
 def ids_of(components):
     """The volume as component ids, painted from the kept runs as the instance images are."""
-    return np.concatenate([painted(file, components.lookup(index)) for index, file in enumerate(components.run_files)])
+    return np.concatenate([plane for index, file in enumerate(components.run_files)
+                           for plane in painted(file, components.lookup(index))])
 
 
 @pytest.mark.parametrize("connectivity", [6, 18, 26])

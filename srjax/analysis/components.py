@@ -157,10 +157,13 @@ def runs_file(directory: Path, selection_index: int, slab_index: int) -> Path:
     return directory / f"selection{selection_index}-slab{slab_index}.npz"
 
 
-def painted(run_file: Path, lookup: np.ndarray) -> np.ndarray:
-    """A slab as component ids, from its kept runs and ``Components.lookup``."""
+def painted(run_file: Path, lookup: np.ndarray) -> Iterator[np.ndarray]:
+    """A slab as component ids, a plane [1, H, W] at a time, from its kept runs and
+    ``Components.lookup``."""
     found, run_ids = runs.load(run_file)
-    return runs.paint(found, lookup[run_ids])
+    values = lookup[run_ids]
+    for z in range(found.shape[0]):
+        yield runs.paint(*runs.plane(found, values, z))
 
 
 _opened: dict = {}  # this process's label sources and instance writers, each opened once
@@ -203,10 +206,13 @@ def _writer(target: Target) -> io.OmeZarrWriter:
 
 def _instances_task(z0: int, z1: int, run_files: list[Path], lookups: list, targets: list[Target]) -> None:
     """Paint slab [z0, z1) of each selection's instance image from its saved runs, in this
-    process: the slabs do not travel back to the main one."""
+    process: the slabs do not travel back to the main one. A plane at a time: the writer
+    holds a few planes in flight, never a slab of each image."""
     for run_file, lookup, target in zip(run_files, lookups, targets):
-        _writer(target)[z0:z1] = painted(run_file, lookup)
-        _writer(target).wait()  # one image's slab in memory at a time
+        for z, plane in enumerate(painted(run_file, lookup), start=z0):
+            _writer(target)[z : z + 1] = plane
+    for target in targets:
+        _writer(target).wait()
 
 
 def _keep_freed_memory() -> None:

@@ -9,7 +9,6 @@ axis, average volume, volume fraction; in voxels and in physical units).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +24,16 @@ from srjax.outputs import absolute, atomic_path, claim_output, write_json
 from srjax.sources import Source, open_source, voxel_size_and_unit
 
 SUMMARY = "summary.json"
-# What the summary and the size figure need of every feature, when the table itself is
-# written as it is computed and not held.
-SUMMARY_COLUMNS = ("voxels", "volume", "major_axis", "major_axis_voxels", "equivalent_diameter")
+# What the summary and the size figure read back of a table written as it was computed.
+SUMMARY_COLUMNS = ("time", "class_id", "voxels", "volume", "major_axis", "major_axis_voxels", "equivalent_diameter")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One class at one time step: its features (one table, or from ``measure`` the list of
-    tables they closed in), how many voxels it has, of how many."""
+    """One class at one time step: how many voxels it has, of how many."""
 
     time: int
     cls: int
-    features: tables.Table | list[tables.Table]
     voxels: int
     shape: tuple
 
@@ -62,14 +58,14 @@ def instances_path(root: Path, cls: int, time: int) -> Path:
 
 def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels: int, voxel_size,
             root: Path | None = None, unit: str | None = None, progress: bool = False,
-            workers: cc.Workers | None = None, sink=None, held: tuple | None = None) -> list[Step]:
+            workers: cc.Workers | None = None, sink=None) -> list[Step]:
     """Components, features and (under ``root``) the instance image of each class of
     ``classes`` in one volume, ``labels`` (a path, or anything ``components`` reads),
     reading it once: the images are painted from the runs kept in a folder under ``root``.
-    Feature rows go to ``sink`` (a ``tables.Writer``'s write) as their components close;
-    each step holds the columns ``held`` of them (None: every column)."""
+    Feature rows go to ``sink`` (a ``tables.Writer``'s write, a list's append) as their
+    components close."""
     shape = cc.volume_shape(labels)
-    kept, parts = [[] for _ in classes], [[] for _ in classes]
+    kept = [[] for _ in classes]
 
     def closed(index: int, first: int, sums) -> None:
         rows = feature_table(sums, shape, voxel_size, first)
@@ -79,9 +75,7 @@ def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels
             rows = {name: column[keep] for name, column in rows.items()}
         count = len(rows["id"])
         rows = {"time": np.full(count, time, np.int64), "class_id": np.full(count, classes[index], np.int64), **rows}
-        if sink is not None:
-            sink(rows)
-        parts[index].append({name: rows[name] for name in (held or rows)})
+        sink(rows)
 
     with contextlib.ExitStack() as stack:
         keep_runs = None if root is None else Path(stack.enter_context(tempfile.TemporaryDirectory(dir=root)))
@@ -93,12 +87,14 @@ def measure(labels, classes: list[int], time: int, connectivity: int, min_voxels
             for path in paths:
                 path.parent.mkdir(parents=True, exist_ok=True)
             cc.write_instances(found, paths, voxel_size, unit, progress=progress, keep=keep, workers=workers)
-    return [Step(time, cls, p, c.voxels, c.shape) for cls, p, c in zip(classes, parts, found)]
+    return [Step(time, cls, c.voxels, c.shape) for cls, c in zip(classes, found)]
 
 
-def summarise(step: Step) -> dict:
-    f, count = step.features, len(step.features["voxels"])
-    mean = (lambda column: float(f[column].mean()) if count else 0.0)  # noqa: E731
+def summarise(step: Step, features: tables.Table) -> dict:
+    """The step's summary from ``features`` (the columns ``SUMMARY_COLUMNS`` at least, of every step)."""
+    rows = (features["time"] == step.time) & (features["class_id"] == step.cls)
+    count = int(np.count_nonzero(rows))
+    mean = (lambda column: float(features[column][rows].mean()) if count else 0.0)  # noqa: E731
     return {
         "time": step.time, "class": step.cls, "count": count,
         "average_major_axis_voxels": mean("major_axis_voxels"),
@@ -107,7 +103,7 @@ def summarise(step: Step) -> dict:
         "average_volume": mean("volume"),
         "volume_fraction": step.voxels / float(np.prod(step.shape)),
         "volume_quantiles": dict(zip(("min", "p25", "median", "p75", "max"),
-                                     np.quantile(f["volume"], [0, 0.25, 0.5, 0.75, 1]).tolist()))
+                                     np.quantile(features["volume"][rows], [0, 0.25, 0.5, 0.75, 1]).tolist()))
         if count else None,
     }
 
@@ -244,14 +240,12 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
         tmp.mkdir()
         # One volume's table is written as it is computed; a series' is held, to be tracked.
         whole = len(paths) > 1 or near is not None
+        held = []
         with tables.Writer(tmp / "features") as table_writer:
             with cc.Workers(workers) as pool:  # gone, with their memory, before the tables and figures
                 steps = [step for time, path in enumerate(paths)
                          for step in measure(str(absolute(path)), classes, time, connectivity, min_voxels, size, tmp,
-                                             unit, progress, pool, None if whole else table_writer.write,
-                                             None if whole else SUMMARY_COLUMNS)]
-            for index, step in enumerate(steps):  # in place: one step's batches and table held at once
-                steps[index] = dataclasses.replace(step, features=tables.concatenate(step.features))
+                                             unit, progress, pool, held.append if whole else table_writer.write)]
             for c in classes:  # a class may be absent at some steps (a crack not yet started), not at all
                 if not any(step.voxels for step in steps if step.cls == c):
                     present = ", ".join(str(v) for v in cc.values_present(str(absolute(paths[0]))))
@@ -259,17 +253,22 @@ def quantify(paths: list, classes, out, connectivity: int = 6, min_voxels: int =
                     where = sources[0].name + later
                     raise SrjaxError(f"{where} has no voxel of class {c} (its values: {present}); "
                                      "pick --class from those")
-            summaries = [summarise(step) for step in steps]
-            features = tables.concatenate([step.features for step in steps])
-            steps.clear()  # the table holds the features now: one copy, not two
             moved = []
-            if len(sources) > 1:
-                moved, links, events = follow(sources, classes, features, tmp, min_overlap)
-                tables.write(links, tmp / "links.csv")
-                tables.write(events, tmp / "events.csv")
-                trajectory_figure(features, tmp / "trajectories.png", unit)
             if whole:
+                features = tables.concatenate(held)
+                held.clear()  # the table holds the features now: one copy, not two
+                # Rows close class by class, interleaved: a series' table is ordered as its steps.
+                order = np.lexsort((features["id"], features["class_id"], features["time"]))
+                features = {name: column[order] for name, column in features.items()}
+                if len(sources) > 1:
+                    moved, links, events = follow(sources, classes, features, tmp, min_overlap)
+                    tables.write(links, tmp / "links.csv")
+                    tables.write(events, tmp / "events.csv")
+                    trajectory_figure(features, tmp / "trajectories.png", unit)
                 table_writer.write(features)
+        if not whole:
+            features = tables.read(tmp / "features.parquet", SUMMARY_COLUMNS)
+        summaries = [summarise(step, features) for step in steps]
         if near is not None:
             write_graphs(features, links if len(sources) > 1 else None, near, size, tmp / "graphs")
         size_figure(features, tmp / "sizes.png", unit, f"feature sizes of {sources[0].name}"

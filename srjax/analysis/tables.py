@@ -77,17 +77,23 @@ class Writer:
         return self.stack.__exit__(*exc)
 
 
-def read(path: str | Path) -> Table:
-    path = Path(path)
+def read(path: str | Path, columns: tuple | None = None) -> Table:
+    """The table at ``path`` (a .csv or .parquet file, or a folder holding features.parquet);
+    only ``columns`` of it, if given."""
+    path, columns = Path(path), None if columns is None else list(columns)
     if not path.exists():
         raise SrjaxError(f"feature table {path} does not exist; make one with `srjax quantify`")
     if path.is_dir():
         path = path / "features.parquet"
     try:
-        arrow = pq.read_table(path) if path.suffix == ".parquet" else pa_csv.read_csv(path)
+        if path.suffix != ".parquet":
+            arrow = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(include_columns=columns))
+            return {name: arrow.column(name).to_numpy() for name in arrow.column_names}
+        file = pq.ParquetFile(path)
+        # A column at a time: a table of millions of rows is never held twice, as Arrow's and as numpy's.
+        return {name: file.read([name]).column(0).to_numpy() for name in columns or file.schema_arrow.names}
     except (pa.ArrowException, OSError) as err:
         raise SrjaxError(f"feature table {path} cannot be read: {str(err).splitlines()[0]}") from None
-    return {name: arrow.column(name).to_numpy() for name in arrow.column_names}
 
 
 def rows(table: Table, order: np.ndarray | None = None) -> list[dict]:
