@@ -200,7 +200,7 @@ def _writer(target: Target) -> io.OmeZarrWriter:
     key = ("writer", target.token)
     if key not in _opened:
         _opened[key] = io.OmeZarrWriter(target.path, target.shape, target.dtype, chunks=io.LABEL_CHUNKS,
-                                        final=target.final, create=False)
+                                        compressor=io.INSTANCE_COMPRESSOR, final=target.final, create=False)
     return _opened[key]
 
 
@@ -406,8 +406,8 @@ def write_instances(found: list[Components], paths: list, voxel_size=None, unit:
     bounds = found[0].slabs
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(io.ome_zarr_writer(
-            path, c.shape, instance_dtype(c.count), chunks=io.LABEL_CHUNKS, name="instances", voxel_size=voxel_size,
-            unit=unit, attributes={"classes": list(c.selected), "connectivity": c.connectivity, "count": c.count}))
+            path, c.shape, instance_dtype(c.count), chunks=io.LABEL_CHUNKS, compressor=io.INSTANCE_COMPRESSOR,
+            name="instances", voxel_size=voxel_size, unit=unit, attributes={"classes": list(c.selected), "connectivity": c.connectivity, "count": c.count}))
             for c, path in zip(found, paths)]
         targets = [Target(w.path, w.final, w.shape, instance_dtype(c.count), uuid.uuid4().hex)
                    for w, c in zip(writers, found)]

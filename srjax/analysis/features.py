@@ -36,7 +36,9 @@ def covariance(sums: Sums, scale=(1.0, 1.0, 1.0)) -> np.ndarray:
 def _axes(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Major and minor axis lengths and the major axis's unit direction (sign: its largest
     component positive, so a direction is reported one way only)."""
-    values, vectors = np.linalg.eigh(cov)
+    values, vectors = np.zeros((len(cov), 3)), np.tile(np.eye(3), (len(cov), 1, 1))
+    spread = cov.any(axis=(1, 2))  # a single voxel has none; eigh would give it zeros and the identity too
+    values[spread], vectors[spread] = np.linalg.eigh(cov[spread])
     values = np.clip(values, 0.0, None)  # rounding can leave a flat component's slightly negative
     major = vectors[:, :, -1]
     flip = np.take_along_axis(major, np.abs(major).argmax(axis=1)[:, None], axis=1) < 0

@@ -53,14 +53,15 @@ def combine(parts, groups: int) -> Sums:
     the parts need not all be held at once."""
     count = np.zeros(groups, np.int64)
     first, second = np.zeros((groups, 3)), np.zeros((groups, 6))
-    low = np.full((groups, 3), np.iinfo(BOX).max, BOX)
-    high = np.full((groups, 3), -1, BOX)
+    low = np.full((3, groups), np.iinfo(BOX).max, BOX)
+    high = np.full((3, groups), -1, BOX)
     for sums, group in parts:
         count += np.bincount(group, sums.count, minlength=groups).astype(np.int64)
         for column in range(3):
             first[:, column] += np.bincount(group, sums.first[:, column], minlength=groups)
         for column in range(6):
             second[:, column] += np.bincount(group, sums.second[:, column], minlength=groups)
-        np.minimum.at(low, group, sums.low)
-        np.maximum.at(high, group, sums.high)
-    return Sums(count, first, second, low, high)
+        for column in range(3):  # a column at a time: ufunc.at's fast path takes one-dimensional arrays
+            np.minimum.at(low[column], group, np.ascontiguousarray(sums.low[:, column]))
+            np.maximum.at(high[column], group, np.ascontiguousarray(sums.high[:, column]))
+    return Sums(count, first, second, low.T.copy(), high.T.copy())
