@@ -1,9 +1,10 @@
 """3-D connected components of one class of a label volume, slab by slab.
 
 The volume is never held: each slab of whole slices is read, its mask cut into runs,
-labelled through them and reduced to per-component sums (``runs``, ``moments``); components of neighbouring slabs that touch across the face between
-them are joined as a graph of touching pairs solved by ``scipy.sparse.csgraph`` (the
-way dask-image merges blocks), one face at a time.
+labelled through them and reduced to per-component sums (``runs``, ``moments``);
+components of neighbouring slabs that touch across the face between them are joined
+as a graph of touching pairs solved by ``scipy.sparse.csgraph`` (the way dask-image
+merges blocks), one face at a time.
 A component is numbered when no later slab can reach it, and its sums handed on then,
 so a volume with millions of components never holds them all. On a volume that fits in
 memory the components are ``scipy.ndimage.label``'s, voxel for voxel, up to their
@@ -407,7 +408,8 @@ def write_instances(found: list[Components], paths: list, voxel_size=None, unit:
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(io.ome_zarr_writer(
             path, c.shape, instance_dtype(c.count), chunks=io.LABEL_CHUNKS, compressor=io.INSTANCE_COMPRESSOR,
-            name="instances", voxel_size=voxel_size, unit=unit, attributes={"classes": list(c.selected), "connectivity": c.connectivity, "count": c.count}))
+            name="instances", voxel_size=voxel_size, unit=unit,
+            attributes={"classes": list(c.selected), "connectivity": c.connectivity, "count": c.count}))
             for c, path in zip(found, paths)]
         targets = [Target(w.path, w.final, w.shape, instance_dtype(c.count), uuid.uuid4().hex)
                    for w, c in zip(writers, found)]
