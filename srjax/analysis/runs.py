@@ -94,8 +94,8 @@ def _square_sum(n: np.ndarray) -> np.ndarray:
 
 def sums(runs: Runs, labels: np.ndarray, count: int, z0: int) -> Sums:
     """Each component's ``Sums`` from its runs' closed forms, in volume coordinates."""
-    plane, row_y = np.divmod(runs.row, runs.shape[1])
-    z, y = (plane + z0).astype(np.float64), row_y.astype(np.float64)
+    slab_z, row_y = np.divmod(runs.row, runs.shape[1])
+    z, y = (slab_z + z0).astype(np.float64), row_y.astype(np.float64)
     length = (runs.stop - runs.start).astype(np.float64)
     x_sum = (runs.start + runs.stop - 1) * length / 2
     xx_sum = _square_sum(runs.stop.astype(np.float64)) - _square_sum(runs.start.astype(np.float64))
@@ -105,7 +105,7 @@ def sums(runs: Runs, labels: np.ndarray, count: int, z0: int) -> Sums:
     second = np.stack([add(z * z * length), add(y * y * length), add(xx_sum), add(z * y * length),
                        add(z * x_sum), add(y * x_sum)], axis=1)
     low, high = [], []
-    for lowest, highest in ((plane + z0, plane + z0), (row_y, row_y), (runs.start, runs.stop - 1)):
+    for lowest, highest in ((slab_z + z0, slab_z + z0), (row_y, row_y), (runs.start, runs.stop - 1)):
         low.append(np.full(count, np.iinfo(BOX).max, BOX))
         high.append(np.full(count, -1, BOX))
         np.minimum.at(low[-1], ids, lowest.astype(BOX))  # of one dtype: ufunc.at's fast path
