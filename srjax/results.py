@@ -146,8 +146,9 @@ def figure(path: Path, record: dict, rows: list[dict]) -> None:
 
 
 def confusion_figure(path: Path, record: dict, rows: list[dict], out: Path) -> None:
-    """For each member: which true class the voxels of each predicted id belong to, in the
-    pseudo labels and after stage 3 (rows sum to 1)."""
+    """For each member finished in ``out``: which true class the voxels of each predicted id
+    belong to, in the pseudo labels and after stage 3 (rows sum to 1)."""
+    rows = [row for row in rows if rundir.RunDir(out / "runs" / row["member"]).finished]
     stages = [("pseudo", "pseudo labels"), ("stage3", "stage 3")]
     fig, panels = report.plt.subplots(len(rows), 2, figsize=(7, 2.6 * len(rows)), squeeze=False)
     for row, pair in zip(rows, panels):
@@ -165,7 +166,51 @@ def confusion_figure(path: Path, record: dict, rows: list[dict], out: Path) -> N
     report.save_figure(fig, path)
 
 
-FIGURES = {"confusion": confusion_figure}
+def by_labelled_slices(record: dict, rows: list[dict], score: str = "stage3.miou") -> dict:
+    """volume -> sampler -> [(labelled slices, mean, sample sd, seeds)] of ``score``, from
+    the members' ``sparse.oracle_slices`` and ``sparse.sampler``; the members with no
+    labels (0 slices) start every sampler's list."""
+    settings = {m["name"]: {**record["base"], **m["config"]} for m in record["members"]}
+    counts = sorted({settings[row["member"]]["sparse.oracle_slices"] for row in rows})
+    table = {}
+    for volume in dict.fromkeys(row["volume"] for row in rows):
+        here = [(settings[row["member"]], row[score]) for row in rows if row["volume"] == volume]
+        samplers = dict.fromkeys(c["sparse.sampler"] for c, _ in here if c["sparse.oracle_slices"])
+        table[volume] = {}
+        for sampler in samplers:
+            points = []
+            for count in counts:
+                scores = [value for c, value in here if c["sparse.oracle_slices"] == count
+                          and (count == 0 or c["sparse.sampler"] == sampler)]
+                if scores:
+                    sd = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+                    points.append((count, float(np.mean(scores)), sd, len(scores)))
+            table[volume][sampler] = points
+    return table
+
+
+def labelled_slices_figure(path: Path, record: dict, rows: list[dict], out: Path) -> None:
+    """Stage-3 mIoU against the number of labelled slices, a line per sampler and a panel
+    per volume, mean ± sample sd over seeds."""
+    table = by_labelled_slices(record, rows)
+    fig, panels = report.plt.subplots(1, len(table), figsize=(4.5 * len(table), 3.6), squeeze=False)
+    for panel, (volume, samplers) in zip(panels[0], table.items()):
+        counts = sorted({count for points in samplers.values() for count, *_ in points})
+        for offset, (sampler, points) in zip(np.linspace(-0.15, 0.15, len(samplers)), samplers.items()):
+            x = [counts.index(count) + offset for count, *_ in points]
+            panel.errorbar(x, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", ms=4, capsize=3,
+                           label=sampler)
+        panel.set_xticks(range(len(counts)), [str(c) for c in counts])
+        panel.set_xlabel("labelled slices")
+        panel.set_ylabel("stage-3 mIoU")
+        panel.set_title(volume, fontsize=9)
+    panels[0][0].legend(fontsize=8)
+    fig.suptitle(f"sweep {record['sweep']} ({record['size']}): mean ± sd over seeds", fontsize=9)
+    fig.tight_layout()
+    report.save_figure(fig, path)
+
+
+FIGURES = {"confusion": confusion_figure, "labelled_slices": labelled_slices_figure}
 
 
 def write(out: Path) -> list[dict]:
@@ -177,7 +222,6 @@ def write(out: Path) -> list[dict]:
             tmp.write_text(text)
     if rows and any(row.get("stage3.miou") is not None for row in rows):
         figure(out / "results.png", record, rows)
-        here = [row for row in rows if rundir.RunDir(out / "runs" / row["member"]).finished]
         for name in record.get("figures", []):
-            FIGURES[name](out / f"{name}.png", record, here, out)
+            FIGURES[name](out / f"{name}.png", record, rows, out)
     return rows

@@ -300,6 +300,24 @@ def test_results_markdown_splits_every_axis_by_volume_with_the_iou_of_each_class
     assert "| x | 2 |" in on_a and "0.600 ± 0.141" in on_a and "| stage3.iou.1 |" in on_a and "0.300 ± 0.141" in on_a
 
 
+def test_scores_by_labelled_slices_start_every_sampler_from_no_labels():
+    base = {"sparse.oracle_slices": 0, "sparse.sampler": "dids"}
+    configs = {"n0": {}, "n1": {}, "r0": {"sparse.oracle_slices": 1, "sparse.sampler": "random"},
+               "r1": {"sparse.oracle_slices": 1, "sparse.sampler": "random"}, "d0": {"sparse.oracle_slices": 3},
+               "other": {"sparse.oracle_slices": 1}}
+    record = {"base": base, "members": [{"name": name, "config": config} for name, config in configs.items()]}
+    scores = {"n0": 0.5, "n1": 0.7, "r0": 0.6, "r1": 0.8, "d0": 0.9, "other": 0.1}
+    rows = [{"member": name, "volume": "b" if name == "other" else "a", "stage3.miou": scores[name]}
+            for name in configs]
+    table = results.by_labelled_slices(record, rows)
+    assert list(table) == ["a", "b"] and list(table["a"]) == ["random", "dids"]
+    (c0, m0, sd0, n0), (c1, m1, sd1, n1) = table["a"]["random"]
+    assert (c0, n0, c1, n1) == (0, 2, 1, 2)
+    assert m0 == pytest.approx(0.6) and sd0 == pytest.approx(0.1414, abs=1e-4) and m1 == pytest.approx(0.7)
+    assert [p[:2] for p in table["a"]["dids"]] == [(0, pytest.approx(0.6)), (3, 0.9)]
+    assert table["b"] == {"dids": [(1, 0.1, 0.0, 1)]}
+
+
 def test_members_that_differ_only_in_values_train_as_one_population(tmp_path):
     """Two seeds and two confidences: stage 2 trains as a population of two (one per seed),
     stage 3 as one of four, each member ending where it ends trained one by one."""
